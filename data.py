@@ -1,0 +1,300 @@
+"""Tasks with verifiable answers, a character tokenizer, and the one rule that says where a step ends.
+
+Two tasks, both small enough to learn on a laptop CPU in minutes:
+
+- `planted`: the paper's toy (section 3.3). A response is up to 10 tokens over 0..14, token 14 is EOS, and it
+  is correct iff a hidden target of length 5 occurs in it contiguously. Each token is one step. The task also
+  carries the paper's procedural gamma-prover and the exact Q-value of any prefix under it (dynamic programming).
+- `arith`: a chain of single-digit additions and subtractions modulo 10, one operation per line:
+
+      Q:5+6-0+8+5          (prompt)
+      5+6=1                (step 1: copy the operands, write the result)
+      1-0=1
+      1+8=9
+      9+5=4
+      A:4                  (last step: the final answer, then EOS)
+
+  Demonstrations make an error in each line's result with probability `p_err`; the error is carried forward, so
+  a policy warm-started on them errs at every depth and its accuracy is low but far from zero.
+
+Run `python data.py --task arith` to print a few demonstrations.
+
+Differences from the paper:
+1. `planted`: the paper samples with a MADE-like MLP; we use a causal transformer (any Hugging Face causal LM), so
+   the response is preceded by a BOS token that acts as the (empty) problem. The prover's normalisation is not
+   stated; we take P(next target token) = gamma / (gamma + 14), weight 1 on each of the 14 other tokens (EOS
+   included). After a full match the response is already correct, so the prover's behaviour there is immaterial.
+2. `arith` is ours (the paper uses MATH); it keeps the paper's structure of newline-delimited steps and a
+   final-answer check.
+"""
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+
+import torch
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tokenizer and the step rule
+
+class CharTokenizer:
+    """One token per character; the special tokens come after the characters, so a task's symbols keep their ids.
+
+    It offers the slice of the Hugging Face tokenizer interface that the rest of the code uses
+    (`encode`, `decode`, `convert_ids_to_tokens`, `eos/bos/pad_token_id`, `save_pretrained`), so a real
+    tokenizer can stand in for it.
+    """
+
+    name = "char_tokenizer.json"
+
+    def __init__(self, chars):
+        assert len(set(chars)) == len(chars), "duplicate characters"
+        self.chars = chars
+        self.eos_token_id, self.bos_token_id, self.pad_token_id = len(chars), len(chars) + 1, len(chars) + 2
+        self.specials = {self.eos_token_id: "<eos>", self.bos_token_id: "<bos>", self.pad_token_id: "<pad>"}
+        self.index = {c: i for i, c in enumerate(chars)}
+
+    def __len__(self):
+        return len(self.chars) + len(self.specials)
+
+    def encode(self, text, add_special_tokens=False):
+        try:
+            ids = [self.index[c] for c in text]
+        except KeyError as e:
+            raise ValueError(f"character {e.args[0]!r} is not in the tokenizer's alphabet {self.chars!r}") from None
+        return [self.bos_token_id] + ids if add_special_tokens else ids
+
+    def decode(self, ids, skip_special_tokens=True):
+        out = []
+        for i in ids:
+            if i < len(self.chars):
+                out.append(self.chars[i])
+            elif not skip_special_tokens:
+                out.append(self.specials[i])
+        return "".join(out)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.chars[i] if i < len(self.chars) else self.specials[i] for i in ids]
+
+    def save_pretrained(self, path):
+        with open(f"{path}/{self.name}", "w") as f:
+            json.dump({"chars": self.chars}, f)
+
+    @classmethod
+    def from_pretrained(cls, path):
+        with open(f"{path}/{cls.name}") as f:
+            return cls(json.load(f)["chars"])
+
+
+def step_end_table(tokenizer, delimiter):
+    """THE step rule, used by every stage: a step ends after any token whose text contains `delimiter`, or after EOS.
+
+    `delimiter=None` makes every token a step (the `planted` task). Returns a bool lookup table (V,), so the
+    rollout engine can stop steps with one gather. A response that hits the length limit also ends its last step
+    (see `step_ends`).
+    """
+    vocab = len(tokenizer)
+    table = torch.zeros(vocab, dtype=torch.bool)                          # (V,)
+    if delimiter is None:
+        table[:] = True
+    else:
+        tokens = tokenizer.convert_ids_to_tokens(list(range(vocab)))
+        table[[i for i, t in enumerate(tokens) if t is not None and delimiter in t]] = True
+        if not table.any():
+            raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}")
+    table[tokenizer.eos_token_id] = True
+    return table
+
+
+def step_ends(ids, mask, table):
+    """Where steps end in a batch of responses: (B, T) bool. A step ends at a step-end token (see
+    `step_end_table`) or at the last valid token of a response that stopped at the length limit."""
+    ends = table.to(ids.device)[ids] & mask                                # (B, T)
+    last = mask.long().cumsum(-1).argmax(-1)                               # (B,) index of the last valid token
+    has = mask.any(-1)                                                     # (B,)
+    ends[has, last[has]] = True
+    return ends
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tasks
+
+@dataclass
+class Problem:
+    prompt: str    # the problem text x (empty for `planted`: the BOS token alone starts the response)
+    answer: str    # what the outcome check compares against (the hidden target for `planted`)
+
+
+class Planted:
+    """The paper's planted sub-sequence toy task (section 3.3)."""
+
+    name = "planted"
+    delimiter = None            # each token is a step
+    max_new_tokens = 10         # response length H = 10
+    n_tokens = 15               # tokens 0..14; 14 is EOS
+
+    def __init__(self, target=(3, 6, 0, 3, 5)):
+        self.target = list(target)
+        self.tokenizer = CharTokenizer("0123456789abcd")                  # token k is the k-th character; EOS = 14
+        assert self.tokenizer.eos_token_id == 14
+        self.answer = self.tokenizer.decode(self.target)
+        # KMP automaton over match length k = 0..5 (5 = target found, absorbing).
+        L, n = len(self.target), self.n_tokens
+        self.delta = torch.zeros(L + 1, n, dtype=torch.long)              # (6, 15)
+        for k in range(L + 1):
+            for a in range(n):
+                if k == L:
+                    self.delta[k, a] = L
+                    continue
+                seq = self.target[:k] + [a]
+                self.delta[k, a] = max(j for j in range(L + 1) if j <= len(seq) and seq[len(seq) - j:] == self.target[:j])
+
+    def problems(self, n, rng):
+        return [Problem("", self.answer) for _ in range(n)]
+
+    def check(self, problem, response):
+        return float(problem.answer in response)
+
+    def match_state(self, tokens):
+        """Longest k such that the last k tokens match the first k of the target (5 once it was found)."""
+        k = 0
+        for a in tokens:
+            k = int(self.delta[k, a])
+        return k
+
+    def prover_probs(self, gamma):
+        """(6, 15): the gamma-prover's next-token distribution in each match state k; gamma on target[k], 1 on the rest."""
+        p = torch.ones(len(self.target) + 1, self.n_tokens, dtype=torch.float64)
+        for k in range(len(self.target)):
+            p[k, self.target[k]] = gamma
+        return p / p.sum(-1, keepdim=True)
+
+    def exact_values(self, gamma):
+        """V[t, k]: chance that the gamma-prover finishes correctly with t tokens left in match state k. Shape (11, 6)."""
+        P, L, H = self.prover_probs(gamma), len(self.target), self.max_new_tokens
+        V = torch.zeros(H + 1, L + 1, dtype=torch.float64)
+        V[:, L] = 1.0
+        eos = self.tokenizer.eos_token_id
+        for t in range(1, H + 1):
+            for k in range(L):
+                nxt = V[t - 1, self.delta[k]]                              # (15,) value after each next token
+                nxt[eos] = 0.0                                             # EOS ends the response unmatched
+                V[t, k] = (P[k] * nxt).sum()
+        return V
+
+    def exact_q(self, tokens, gamma, V=None):
+        """Exact Q of a response prefix (a list of tokens) under the gamma-prover."""
+        V = self.exact_values(gamma) if V is None else V
+        k = 0
+        for i, a in enumerate(tokens):
+            k = int(self.delta[k, a])
+            if k == len(self.target):
+                return 1.0
+            if a == self.tokenizer.eos_token_id:
+                return 0.0
+        return float(V[self.max_new_tokens - len(tokens), k])
+
+    def prover_complete(self, prefixes, gamma, n, generator=None):
+        """Complete each prefix (list of token lists) n times with the gamma-prover; returns success (len*n,) float.
+
+        Vectorised over all rows; this is the procedural prover's counterpart of `pav.sample`.
+        """
+        P, L, eos = self.prover_probs(gamma).float(), len(self.target), self.tokenizer.eos_token_id
+        k = torch.tensor([self.match_state(p) for p in prefixes]).repeat_interleave(n)            # (N,)
+        left = torch.tensor([self.max_new_tokens - len(p) for p in prefixes]).repeat_interleave(n)
+        alive = torch.tensor([eos not in p for p in prefixes]).repeat_interleave(n) & (k < L)     # (N,)
+        for _ in range(self.max_new_tokens):
+            a = torch.multinomial(P[k], 1, generator=generator).squeeze(1)                       # (N,)
+            step = alive & (left > 0)
+            k = torch.where(step, self.delta[k, a], k)
+            left = left - step.long()
+            alive = step & (a != eos) & (k < L)
+        return (k == L).float()
+
+    def demonstrations(self, n, rng, gamma=5.0):
+        """n responses from the gamma = 5 procedural policy, as (prompt, response) text pairs (paper: 3,200)."""
+        g = torch.Generator().manual_seed(rng.randrange(2**31))
+        P, eos, out = self.prover_probs(gamma).float(), self.tokenizer.eos_token_id, []
+        k = torch.zeros(n, dtype=torch.long)
+        toks = torch.zeros(n, self.max_new_tokens, dtype=torch.long)
+        for t in range(self.max_new_tokens):
+            toks[:, t] = torch.multinomial(P[k], 1, generator=g).squeeze(1)
+            k = self.delta[k, toks[:, t]]
+        for row in toks.tolist():
+            row = row[:row.index(eos)] if eos in row else row
+            out.append(("", self.tokenizer.decode(row)))
+        return out
+
+
+class Arith:
+    """Chains of single-digit + and - modulo 10, one operation per line, then `A:<answer>`."""
+
+    name = "arith"
+    delimiter = "\n"
+
+    def __init__(self, n_ops=4, p_err=0.35):
+        self.n_ops, self.p_err = n_ops, p_err
+        self.tokenizer = CharTokenizer("0123456789+-=:QA\n")
+        self.max_new_tokens = 6 * n_ops + 3 + 1                           # lines "a+b=c\n", "A:d", EOS
+
+    def problems(self, n, rng):
+        out = []
+        for _ in range(n):
+            digits = [rng.randrange(10) for _ in range(self.n_ops + 1)]
+            ops = [rng.choice("+-") for _ in range(self.n_ops)]
+            text = str(digits[0]) + "".join(o + str(d) for o, d in zip(ops, digits[1:]))
+            out.append(Problem(f"Q:{text}\n", str(self.solve(digits, ops)[-1])))
+        return out
+
+    @staticmethod
+    def solve(digits, ops):
+        acc = [digits[0]]
+        for o, d in zip(ops, digits[1:]):
+            acc.append((acc[-1] + d if o == "+" else acc[-1] - d) % 10)
+        return acc
+
+    def check(self, problem, response):
+        lines = response.split("\n")
+        return float(lines[-1] == f"A:{problem.answer}")
+
+    def solution(self, problem, p_err, rng):
+        """A worked solution whose result digit is wrong with probability p_err in each line (errors carry forward)."""
+        text = problem.prompt[2:-1]
+        digits, ops = [int(c) for c in text[::2]], list(text[1::2])
+        acc, lines = digits[0], []
+        for o, d in zip(ops, digits[1:]):
+            res = (acc + d if o == "+" else acc - d) % 10
+            if rng.random() < p_err:
+                res = rng.choice([r for r in range(10) if r != res])
+            lines.append(f"{acc}{o}{d}={res}")
+            acc = res
+        return "\n".join(lines + [f"A:{acc}"])
+
+    def demonstrations(self, n, rng, p_err=None):
+        p_err = self.p_err if p_err is None else p_err
+        return [(p.prompt, self.solution(p, p_err, rng)) for p in self.problems(n, rng)]
+
+
+TASKS = {"planted": Planted, "arith": Arith}
+
+
+def get_task(name):
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+    return TASKS[name]()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="Print a few demonstrations of a task.")
+    ap.add_argument("--task", default="arith", help="planted or arith")
+    ap.add_argument("--n", type=int, default=3, help="how many demonstrations")
+    ap.add_argument("--seed", type=int, default=0, help="random seed")
+    args = ap.parse_args()
+    try:
+        task = get_task(args.task)
+    except ValueError as e:
+        ap.exit(2, f"error: {e}\n")
+    for prompt, response in task.demonstrations(args.n, random.Random(args.seed)):
+        print(prompt + response + "\n---")

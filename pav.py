@@ -161,6 +161,18 @@ def left_pad(seqs, pad_id, device):
     return ids.to(device), mask.to(device)
 
 
+def decode_mask(model, attn):
+    """The (N, L) attention mask of a one-token decode step as the ready-made (N, 1, 1, L) mask that the attention
+    takes as it is. Given a 2D mask, transformers checks on the host whether it has padding (a device sync)."""
+    impl = model.config._attn_implementation
+    if impl == "sdpa":
+        return attn[:, None, None, :].bool()
+    if impl == "eager":
+        return torch.zeros(attn.shape, dtype=model.dtype, device=attn.device).masked_fill(
+            attn == 0, torch.finfo(model.dtype).min)[:, None, None, :]
+    return attn   # other implementations take the 2D mask
+
+
 @torch.no_grad()
 def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, temperature=1.0, stop_table=None,
            check_every=4, generator=None):
@@ -217,7 +229,7 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, temperature=
                 cache.batch_select_indices(live)
                 rows, done, attn, pos, limit, tok = rows[live], done[live], attn[live], pos[live], limit[live], tok[live]
         with autocast(device):
-            out = model(input_ids=tok[:, None], attention_mask=attn[:, :P + t + 1],
+            out = model(input_ids=tok[:, None], attention_mask=decode_mask(model, attn[:, :P + t + 1]),
                         position_ids=(pos + t)[:, None], past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1].float()                                # (n_live, V)
     source = torch.arange(B, device=device).repeat_interleave(n)          # (N,)

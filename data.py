@@ -31,6 +31,7 @@ Differences from the paper:
 import argparse
 import json
 import random
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -110,7 +111,8 @@ def step_end_table(tokenizer, delimiter):
 
 def step_ends(ids, mask, table):
     """Where steps end in a batch of responses: (B, T) bool. A step ends at a step-end token (see
-    `step_end_table`) or at the last valid token of a response that stopped at the length limit."""
+    `step_end_table`) and at the last valid token of every row: a response is over there, at EOS or at the length
+    limit, and for a prefix that is where its last (possibly unfinished) step stops."""
     ends = table.to(ids.device)[ids] & mask                                # (B, T)
     last = mask.long().cumsum(-1).argmax(-1)                               # (B,) index of the last valid token
     has = mask.any(-1)                                                     # (B,)
@@ -151,8 +153,8 @@ class Planted:
                 seq = self.target[:k] + [a]
                 self.delta[k, a] = max(j for j in range(L + 1) if j <= len(seq) and seq[len(seq) - j:] == self.target[:j])
 
-    def problems(self, n, rng):
-        return [Problem("", self.answer) for _ in range(n)]
+    def problems(self, n, rng, split="train"):
+        return [Problem("", self.answer) for _ in range(n)]   # one problem: the split is over samples
 
     def check(self, problem, response):
         return float(problem.answer in response)
@@ -239,13 +241,16 @@ class Arith:
         self.tokenizer = CharTokenizer("0123456789+-=:QA\n")
         self.max_new_tokens = 6 * n_ops + 3 + 1                           # lines "a+b=c\n", "A:d", EOS
 
-    def problems(self, n, rng):
+    def problems(self, n, rng, split="train"):
+        """n random problems of one split. A problem is held out ("test") iff the CRC32 of its text is 0 mod 5:
+        a fixed split by problem, so no training stage ever sees a test problem, whatever the run's sizes."""
         out = []
-        for _ in range(n):
+        while len(out) < n:
             digits = [rng.randrange(10) for _ in range(self.n_ops + 1)]
             ops = [rng.choice("+-") for _ in range(self.n_ops)]
             text = str(digits[0]) + "".join(o + str(d) for o, d in zip(ops, digits[1:]))
-            out.append(Problem(f"Q:{text}\n", str(self.solve(digits, ops)[-1])))
+            if (zlib.crc32(text.encode()) % 5 == 0) == (split == "test"):
+                out.append(Problem(f"Q:{text}\n", str(self.solve(digits, ops)[-1])))
         return out
 
     @staticmethod

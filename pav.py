@@ -1,8 +1,7 @@
-"""Process advantage verifiers: the base policy, our rollout engine, and Monte Carlo Q-values and advantages.
+"""Process advantage verifiers: the base policy, our rollout engine, Monte Carlo advantages, and the verifiers.
 
-    python pav.py --task arith                 # CPU, a few minutes: warm-start the base policy, print the prover table
+    python pav.py --task arith                 # CPU, under 10 minutes from nothing cached
     python pav.py --task planted               # the paper's toy task (section 3.3)
-    python pav.py --task arith --model PATH    # a GPU and any local causal LM (see the README)
 
 What it does, top to bottom:
 1. builds (first run) or loads (later runs) the base policy pi: a tiny Llama built from a config and warm-started by
@@ -10,19 +9,31 @@ What it does, top to bottom:
 2. prints its accuracy on held-out problems;
 3. prints the *prover table*: for mu = pi and each Best-of-K prover mu = BoK(pi) (and, on `planted`, the
    procedural gamma-provers), the two terms of Theorem 3.1 measured on sampled states, distinguishability
-   E_s Var_{a~pi}[A^mu(s,a)] and alignment E_s E_{a~pi}[A^mu(s,a) A^pi(s,a)], plus the mean of Q^mu;
-   it is saved to `runs/<task>/provers.json`.
+   E_s Var_{a~pi}[A^mu(s,a)] and alignment E_s E_{a~pi}[A^mu(s,a) A^pi(s,a)], plus the mean of Q^mu
+   (`runs/<task>/provers.json`);
+4. labels every prefix of `n_cov` seed rollouts per problem with `n_mc` rollouts, trains three verifiers on the soft
+   labels, the ORM (outcome of a whole response), the PQM (Q^pi of every prefix) and the PAV (A^mu of every step,
+   mu = Bo4(pi) by default), and reports them against held-out Monte Carlo labels (`runs/<task>/verifiers.json`).
 
 Differences from the paper:
 1. The base policy is a ~0.8M-parameter Llama trained by us, not Gemma; on `planted` it replaces the paper's MADE MLP.
-2. Q^{BoK} of a state comes from the base policy's own Monte Carlo rollouts by the unbiased estimator
-   1 - C(n-c, K)/C(n, K) (paper: the closed form 1 - (1 - Q^pi)^K applied to a verifier's prediction).
-3. The prover table estimates each term from two independent halves of the rollouts, so that Monte Carlo noise
-   does not inflate the variance or the product (the paper states the terms, it does not measure them).
+2. The prover table takes Q^{BoK} from the base policy's own rollouts by the unbiased estimator 1 - C(n-c, K)/C(n, K)
+   and estimates each term from two independent halves of the rollouts, so that Monte Carlo noise inflates neither
+   the variance nor the product (the paper states the terms; it does not measure them).
+3. A verifier reads a scalar head on the hidden state of each step's last token instead of logits at an appended
+   scoring token; for a causal model the two see the same prefix, and ours scores all prefixes in one pass. Its
+   backbone starts from the base policy, which already reads the task: a fresh backbone would have to learn the
+   arithmetic again from a few thousand labels.
+4. "First pit" seeding is simplified: a seed rollout is labelled depth by depth up to its first prefix with
+   Q_hat = 0, and the rollouts saved are not re-spent on extra seeds.
+5. Fig. 10's "outcome prediction error" is the squared error between a step's score (clipped to [0, 1]) and the
+   response's final outcome.
 """
 
 import contextlib
+import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -38,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import Cache, DynamicLayer
 
 import data
 
@@ -53,7 +65,7 @@ def arg(default, help):
 class Config:
     task: str = arg("arith", "planted or arith")
     seed: int = arg(0, "random seed; a run repeats exactly with the same seed on CPU")
-    out: str = arg("", "output directory (default runs/<task>)")
+    out: str = arg("", "output directory; empty means runs/<task>")
     temperature: float = arg(1.0, "sampling temperature of every rollout")
     # base policy
     d_model: int = arg(128, "hidden size of the embedded Llama policy")
@@ -66,7 +78,19 @@ class Config:
     gammas: str = arg("2,5,10,15,30", "planted only: strengths of the procedural gamma-provers")
     n_states: int = arg(96, "states s sampled for the prover table")
     n_actions: int = arg(4, "actions a ~ pi sampled from each state")
-    n_mc: int = arg(64, "Monte Carlo rollouts per prefix (split into two independent halves; each half >= max K)")
+    table_mc: int = arg(64, "prover table: rollouts per prefix (two independent halves, each >= max K)")
+    # verifiers (section 4.2, appendix D)
+    n_problems: int = arg(768, "training problems whose seed rollouts are labelled")
+    n_cov: int = arg(2, "seed rollouts per training problem (the paper's coverage)")
+    n_mc: int = arg(16, "Monte Carlo rollouts from every prefix of every seed rollout (soft label = fraction correct)")
+    first_pit: bool = arg(False, "label a seed rollout only up to its first prefix with Q_hat = 0 (the 'first pit')")
+    verifier_steps: int = arg(400, "training steps of each verifier")
+    verifier_batch: int = arg(32, "responses per verifier training step (all their prefixes scored in one pass)")
+    verifier_lr: float = arg(1e-3, "verifier learning rate")
+    prover: str = arg("bo4", "the PAV's prover mu: boK (Best-of-K of pi, from the Q^pi verifier) or a policy directory")
+    alpha: float = arg(0.5, "weight of A^mu in the effective reward Q^pi + alpha * A^mu (Eq. 5)")
+    eval_verifier_problems: int = arg(128, "held-out problems for the verifier report")
+    eval_mc: int = arg(64, "rollouts per held-out prefix, so that label noise does not decide the report")
     batch_rows: int = arg(4096, "rows sampled at once by the rollout engine (memory bound)")
 
 
@@ -76,8 +100,12 @@ def parse_config(cls, argv=None):
     ap = argparse.ArgumentParser(description=sys.modules[cls.__module__].__doc__.split("\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
-        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                        help=f.metadata["help"])
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+        else:
+            ap.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
+    ap.error = lambda msg: fail(msg)   # one line on stderr, not the usage block
     return cls(**vars(ap.parse_args(argv)))
 
 
@@ -100,14 +128,21 @@ def int_list(text, name):
 def check_config(cfg):
     if cfg.task not in data.TASKS:
         fail(f"unknown task {cfg.task!r}; choose from {', '.join(data.TASKS)}")
-    for name in ("n_mc", "n_states", "n_actions", "eval_problems", "batch_rows", "sft_batch", "d_model", "n_layers"):
+    for name in ("n_mc", "n_states", "n_actions", "table_mc", "eval_problems", "batch_rows", "sft_batch", "d_model",
+                 "n_layers", "n_problems", "n_cov", "verifier_steps", "verifier_batch", "eval_verifier_problems",
+                 "eval_mc"):
         if getattr(cfg, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if not cfg.temperature > 0:
         fail(f"--temperature must be positive, got {cfg.temperature}")
     ks = int_list(cfg.ks, "ks")
-    if cfg.n_mc < 2 * max(ks):
-        fail(f"--n-mc {cfg.n_mc} is too small for K = {max(ks)}: each of its two halves needs at least K rollouts")
+    if cfg.table_mc < 2 * max(ks):
+        fail(f"--table-mc {cfg.table_mc} is too small for K = {max(ks)}: each half needs at least K rollouts")
+    if not (math.isfinite(cfg.alpha) and cfg.alpha >= 0):
+        fail(f"--alpha must be a non-negative number, got {cfg.alpha}")
+    if not (cfg.verifier_lr > 0 and cfg.sft_lr > 0):
+        fail("learning rates must be positive")
+    prover_k(cfg)   # fails on a prover that names nothing
     try:
         gammas = [float(g) for g in cfg.gammas.split(",")]
     except ValueError:
@@ -162,7 +197,7 @@ def left_pad(seqs, pad_id, device):
 
 
 def decode_mask(model, attn):
-    """The (N, L) attention mask of a one-token decode step as the ready-made (N, 1, 1, L) mask that the attention
+    """The (N, L) attention mask of one-token decode steps as the ready-made (N, 1, 1, L) mask that the attention
     takes as it is. Given a 2D mask, transformers checks on the host whether it has padding (a device sync)."""
     impl = model.config._attn_implementation
     if impl == "sdpa":
@@ -173,8 +208,51 @@ def decode_mask(model, attn):
     return attn   # other implementations take the 2D mask
 
 
+def special_ids(tokenizer):
+    """The token ids `sample` needs: EOS, padding, and tokens a response never contains (BOS, and PAD unless it is EOS)."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+    banned = [i for i in (tokenizer.bos_token_id, pad) if i is not None and i != eos]
+    return {"eos_id": eos, "pad_id": pad, "banned": banned}
+
+
+class KVBuffer(DynamicLayer):
+    """One layer's keys and values in a buffer (B, heads, capacity, D) allocated once: appending a token writes in
+    place instead of copying the whole cache as DynamicCache's torch.cat does (2x faster labelling here)."""
+
+    def __init__(self, capacity):
+        super().__init__()
+        self.capacity, self.n = capacity, 0
+
+    def update(self, k, v, *args, **kwargs):
+        if not self.is_initialized:
+            B, H, _, D = k.shape
+            self.dtype, self.device = k.dtype, k.device
+            self.k_buf, self.v_buf = k.new_empty(B, H, self.capacity, D), v.new_empty(B, H, self.capacity, D)
+            self.is_initialized = True
+        self.k_buf[:, :, self.n:self.n + k.shape[-2]] = k
+        self.v_buf[:, :, self.n:self.n + k.shape[-2]] = v
+        self.n += k.shape[-2]
+        return self._view()
+
+    def _view(self):
+        self.keys, self.values = self.k_buf[:, :, :self.n], self.v_buf[:, :, :self.n]
+        return self.keys, self.values
+
+    def get_seq_length(self):
+        return self.n
+
+    def batch_repeat_interleave(self, repeats):   # branch: n copies of each row
+        self.k_buf, self.v_buf = self.k_buf.repeat_interleave(repeats, 0), self.v_buf.repeat_interleave(repeats, 0)
+        self._view()
+
+    def batch_select_indices(self, idx):          # keep only these rows
+        self.k_buf, self.v_buf = self.k_buf.index_select(0, idx), self.v_buf.index_select(0, idx)
+        self._view()
+
+
 @torch.no_grad()
-def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, temperature=1.0, stop_table=None,
+def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), temperature=1.0, stop_table=None,
            check_every=4, generator=None):
     """Sample n continuations of each prefix (a list of token-id lists, prompt included).
 
@@ -182,15 +260,17 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, temperature=
     `max_new_tokens` (an int, or one per prefix), or, when `stop_table` (V,) is given, after the first token that
     ends a step (one-step mode). Temperature 0 is greedy. Inside the token loop nothing waits for the device except
     one check every `check_every` tokens, which also drops finished rows from the batch so that they cost nothing.
+    Tokens in `banned` (BOS, padding) are never sampled.
     """
     device = next(model.parameters()).device
     ids, mask = left_pad(prefixes, pad_id, device)                        # (B, P)
     B, P = ids.shape
     limit = torch.as_tensor(max_new_tokens, device=device).expand(B).repeat_interleave(n)   # (N,)
     N, T = B * n, int(limit.max())
+    cache = Cache(layers=[KVBuffer(P + T) for _ in range(model.config.get_text_config().num_hidden_layers)])
     with autocast(device):
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True, logits_to_keep=1)
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
     cache, logits = out.past_key_values, out.logits[:, -1].float()      # logits (B, V)
     # Branch: the n continuations of a prefix share its encoding; only cache rows are copied.
     if n > 1:
@@ -198,16 +278,19 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, temperature=
         logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)  # (N, V), (N, P)
     attn = torch.ones(N, P + T, dtype=mask.dtype, device=device)          # (N, P + T), new tokens always attended
     attn[:, :P] = mask
+    attn = decode_mask(model, attn)                                       # (N, 1, 1, P + T), sliced at each step
     pos = mask.sum(-1)                                                    # (N,) position of the first new token
     stop = stop_table.to(device) if stop_table is not None else None
+    never = torch.zeros(logits.shape[-1], device=device)                  # (V,) -inf on banned tokens
+    never[list(banned)] = -math.inf
     tokens = torch.full((N, T), pad_id, dtype=torch.long, device=device)  # (N, T)
     logps = torch.zeros(N, T, device=device)                              # (N, T)
     valid = torch.zeros(N, T, dtype=torch.bool, device=device)            # (N, T)
     rows = torch.arange(N, device=device)                                 # (n_live,) output row of each live row
-    done = torch.zeros(N, dtype=torch.bool, device=device)                # (n_live,)
+    done = limit == 0                                                     # (n_live,)
     t = 0
     for t in range(T):
-        logp = torch.log_softmax(logits / max(temperature, 1e-6), dim=-1)  # (n_live, V)
+        logp = torch.log_softmax(logits / max(temperature, 1e-6) + never, dim=-1)  # (n_live, V)
         if temperature == 0:
             tok = logp.argmax(-1)                                         # (n_live,)
         else:  # Gumbel-max: an exact sample from softmax(logits / temperature), with no host sync
@@ -229,7 +312,7 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, temperature=
                 cache.batch_select_indices(live)
                 rows, done, attn, pos, limit, tok = rows[live], done[live], attn[live], pos[live], limit[live], tok[live]
         with autocast(device):
-            out = model(input_ids=tok[:, None], attention_mask=decode_mask(model, attn[:, :P + t + 1]),
+            out = model(input_ids=tok[:, None], attention_mask=attn[..., :P + t + 1],
                         position_ids=(pos + t)[:, None], past_key_values=cache, use_cache=True)
         logits = out.logits[:, -1].float()                                # (n_live, V)
     source = torch.arange(B, device=device).repeat_interleave(n)          # (N,)
@@ -301,7 +384,6 @@ def warm_start(task, tokenizer, cfg, device):
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(policy_config(tokenizer, cfg)).to(device)
     rng = random.Random(cfg.seed)
-    held_out = {p.prompt for p in eval_problems(task, cfg)}
     if task.name == "planted":
         # Paper: 3,200 samples of the gamma = 5 procedural policy (it trains a MADE MLP for 50 iterations; our
         # transformer needs more passes over the same samples to match their distribution).
@@ -311,7 +393,7 @@ def warm_start(task, tokenizer, cfg, device):
     # arith: clean solutions until greedy accuracy is high (the mod-10 lookup is learned suddenly), then a short
     # pass over noisy ones, which leaves a policy that errs at every depth.
     def clean_pairs(n):
-        return [(p.prompt, task.solution(p, 0.0, rng)) for p in task.problems(n, rng) if p.prompt not in held_out]
+        return [(p.prompt, task.solution(p, 0.0, rng)) for p in task.problems(n, rng)]
     probe = eval_problems(task, cfg)[:256]
     def learned(step):
         acc = accuracy(model, task, tokenizer, probe, cfg, temperature=0.0)
@@ -319,7 +401,7 @@ def warm_start(task, tokenizer, cfg, device):
         return step >= 300 and acc >= 0.95
     sft(model, tokenizer, clean_pairs(60_000), steps=1500, lr=cfg.sft_lr, batch_size=cfg.sft_batch, seed=cfg.seed,
         desc="warm start (clean)", stop_early=learned)
-    noisy = [pair for pair in task.demonstrations(20_000, rng) if pair[0] not in held_out]
+    noisy = task.demonstrations(20_000, rng)
     sft(model, tokenizer, noisy, steps=250, lr=1e-3, batch_size=cfg.sft_batch, seed=cfg.seed + 1,
         desc="warm start (noisy)", warmup=1)
     return model
@@ -328,7 +410,7 @@ def warm_start(task, tokenizer, cfg, device):
 def policy_settings(task, cfg):
     """Everything the base policy depends on: a cached policy is reused only if these match."""
     extra = {"n_ops": task.n_ops, "p_err": task.p_err} if task.name == "arith" else {"target": task.target}
-    return {"task": task.name, "seed": cfg.seed, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
+    return {"version": 2, "task": task.name, "seed": cfg.seed, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
             "sft_batch": cfg.sft_batch, "sft_lr": cfg.sft_lr, **extra}
 
 
@@ -355,9 +437,9 @@ def load_or_build_policy(task, cfg, device):
 # Outcomes: roll out, decode, check
 
 def eval_problems(task, cfg):
-    """Held-out problems, disjoint from training (a separate seed; training demos skip them)."""
+    """Held-out problems: the task's test split, which no training stage draws from."""
     n = cfg.eval_problems * (8 if task.name == "planted" else 1)   # planted: one problem, success is rare
-    return task.problems(n, random.Random(10_000 + cfg.seed))
+    return task.problems(n, random.Random(10_000 + cfg.seed), split="test")
 
 
 def prompt_ids(tokenizer, problem):
@@ -384,8 +466,8 @@ def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temper
     for i in range(0, len(prefixes), per_call):
         chunk = prefixes[i:i + per_call]
         r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in chunk], n=n,
-                   max_new_tokens=[task.max_new_tokens - len(p) for _, p in chunk], eos_id=tokenizer.eos_token_id,
-                   pad_id=tokenizer.pad_token_id, temperature=temperature, generator=generator)
+                   max_new_tokens=[task.max_new_tokens - len(p) for _, p in chunk], temperature=temperature,
+                   generator=generator, **special_ids(tokenizer))
         lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
         out += [chunk[i // n][1] + row[:L] for i, (row, L) in enumerate(zip(ids, lengths))]
     return out
@@ -473,12 +555,12 @@ def prover_table(model, task, tokenizer, cfg, ks, gammas):
     unbiased for A (bok_unbiased keeps BoK unbiased), so the covariance of A_1 and A_2 across actions is unbiased for
     Var_a[A] and the mean of A_1^mu A_2^pi is unbiased for E_a[A^mu A^pi]: Monte Carlo noise inflates neither.
     """
-    m, half = cfg.n_actions, cfg.n_mc // 2
+    m, half = cfg.n_actions, cfg.table_mc // 2
     problems, states = sample_states(model, task, tokenizer, cfg, cfg.n_states)
     table = data.step_end_table(tokenizer, task.delimiter)
     r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in states], n=m,
-               max_new_tokens=[task.max_new_tokens - len(p) for _, p in states], eos_id=tokenizer.eos_token_id,
-               pad_id=tokenizer.pad_token_id, temperature=cfg.temperature, stop_table=table)
+               max_new_tokens=[task.max_new_tokens - len(p) for _, p in states], temperature=cfg.temperature,
+               stop_table=table, **special_ids(tokenizer))
     lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
     after = [(states[k // m][0], states[k // m][1] + row[:L]) for k, (row, L) in enumerate(zip(ids, lengths))]
     S = len(states)
@@ -525,6 +607,292 @@ def print_table(rows):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Verifiers: a causal-LM backbone with a scalar head on the last hidden state of each step (section 4.2)
+
+def prover_k(cfg):
+    """`--prover boK` -> K (mu = BoK(pi), derived from the Q^pi verifier); `--prover DIR` -> None (a policy of its own)."""
+    p = cfg.prover
+    if p.lower().startswith("bo") and p[2:].isdigit() and int(p[2:]) > 0:
+        return int(p[2:])
+    if os.path.isfile(os.path.join(p, "config.json")):
+        return None
+    fail(f"--prover {p!r} is neither boK (K a positive integer, e.g. bo4) nor a directory holding a saved policy")
+
+
+class Verifier(torch.nn.Module):
+    """sigmoid(head(h_t)) predicts the Q-value of the prefix that ends at token t. Reading it at the last token of each
+    step scores every prefix of a response in one causal forward pass (the paper appends a scoring token instead)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm                                                      # any causal LM; its LM head is unused
+        self.head = torch.nn.Linear(lm.config.hidden_size, 1)
+        torch.nn.init.zeros_(self.head.weight)
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, ids, mask):
+        h = self.lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state   # (B, L, D)
+        return self.head(h.float()).squeeze(-1)                                         # (B, L) logits of Q
+
+    def save(self, path):
+        self.lm.save_pretrained(path)
+        torch.save(self.head.state_dict(), os.path.join(path, "head.pt"))
+
+    @classmethod
+    def load(cls, path, device):
+        v = cls(AutoModelForCausalLM.from_pretrained(path))
+        v.head.load_state_dict(torch.load(os.path.join(path, "head.pt")))
+        return v.to(device).eval()
+
+
+def score_rows(tokenizer, prompts, responses, table):
+    """Right-padded prompt + response rows (B, L), their mask (B, L), and the positions (B, H+1) at which the prefix
+    values are read: the last prompt token (the bare problem, h = 0), then the last token of each step."""
+    rows, positions = [], []
+    for p, y in zip(prompts, responses):
+        rows.append(p + y)
+        positions.append([len(p) + c - 1 for c in step_cuts(y, table)] if y else [len(p) - 1])
+    L, H = max(len(r) for r in rows), max(len(q) for q in positions)
+    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)          # (B, L)
+    mask = torch.zeros(len(rows), L, dtype=torch.long)                                   # (B, L)
+    pos = torch.zeros(len(rows), H, dtype=torch.long)                                    # (B, H+1)
+    pos_mask = torch.zeros(len(rows), H, dtype=torch.bool)                               # (B, H+1)
+    for i, (r, q) in enumerate(zip(rows, positions)):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+        pos[i, :len(q)], pos_mask[i, :len(q)] = torch.tensor(q), True
+    return ids, mask, pos, pos_mask
+
+
+@torch.no_grad()
+def predict_q(verifier, tokenizer, prompts, responses, table, batch=256):
+    """Predicted Q of every prefix of each response: (B, H+1) with a mask (B, H+1). One forward pass per response."""
+    device = next(verifier.parameters()).device
+    ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)
+    out = torch.zeros(pos.shape)
+    for i in range(0, len(ids), batch):
+        with autocast(device):
+            logits = verifier(ids[i:i + batch].to(device), mask[i:i + batch].to(device))   # (b, L)
+        out[i:i + batch] = torch.sigmoid(logits.gather(1, pos[i:i + batch].to(device))).float().cpu()
+    return out * pos_mask, pos_mask
+
+
+class PAV:
+    """The helpers that search and RL call: per-step Q_hat^pi, Q_hat^mu, A_hat^mu and the effective reward."""
+
+    def __init__(self, pqm, tokenizer, table, k=None, q_mu=None):
+        assert (k is None) != (q_mu is None), "a prover is BoK(pi) or a verifier of its own"
+        self.pqm, self.tokenizer, self.table, self.k, self.q_mu = pqm, tokenizer, table, k, q_mu
+
+    def score(self, prompts, responses):
+        """Returns q_pi (B, H+1), q_mu (B, H+1), a_mu (B, H), and the masks (B, H+1), (B, H)."""
+        q_pi, m = predict_q(self.pqm, self.tokenizer, prompts, responses, self.table)
+        if self.k is not None:
+            q_mu = bok_closed(q_pi, self.k) * m                  # Q^{BoK} = 1 - (1 - Q^pi)^K from the PQM
+        else:
+            q_mu, _ = predict_q(self.q_mu, self.tokenizer, prompts, responses, self.table)
+        return q_pi, q_mu, advantages(q_mu) * m[:, 1:], m, m[:, 1:]
+
+
+def effective_reward(q_pi, a_mu, alpha):
+    # Eq. 5: the effective reward of step h is Q^pi(s_h, a_h) + alpha * A^mu(s_h, a_h)
+    return q_pi[:, 1:] + alpha * a_mu                                     # (B, H)
+
+
+def balanced_weights(labels):
+    """Per-prefix loss weights (mean 1) that give the buckets Q_hat < 0.5 and Q_hat >= 0.5 equal total weight: the
+    expected loss of class-balanced sampling, while every prefix of a response is still scored in its one pass."""
+    high = labels >= 0.5
+    n_high, n_low = int(high.sum()), int((~high).sum())
+    if n_high == 0 or n_low == 0:
+        return torch.ones_like(labels)
+    return torch.where(high, 0.5 / n_high, 0.5 / n_low) * len(labels)
+
+
+def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, table, cfg, desc):
+    """Binary cross-entropy of sigmoid(head) against soft labels (R, H+1), never rounded, where `labelled` (R, H+1).
+
+    A step takes `verifier_batch` responses and scores all their labelled prefixes in one pass, each weighted by
+    `balanced_weights` so that Q_hat < 0.5 and Q_hat >= 0.5 count equally (appendix D's class balance).
+    """
+    device = next(verifier.parameters()).device
+    ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)   # (R, L), (R, L), (R, H+1) x 2
+    H = pos.shape[1]
+    labels, labelled = labels[:, :H].float(), pos_mask & labelled[:, :H]
+    weight = torch.zeros(labelled.shape)                                   # (R, H+1), 0 where unlabelled
+    weight[labelled] = balanced_weights(labels[labelled])
+    opt = torch.optim.AdamW(verifier.parameters(), lr=cfg.verifier_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) *
+                                              0.5 * (1 + math.cos(math.pi * i / cfg.verifier_steps)))
+    g = torch.Generator().manual_seed(cfg.seed)
+    verifier.train()
+    bar = tqdm(range(cfg.verifier_steps), desc=desc, leave=False)
+    for step in bar:
+        rows = torch.randint(len(ids), (cfg.verifier_batch,), generator=g)   # (b,) responses
+        L = int(pos[rows].max()) + 1
+        with autocast(device):
+            logits = verifier(ids[rows, :L].to(device), mask[rows, :L].to(device))       # (b, L)
+        pred = logits.float().gather(1, pos[rows].to(device))            # (b, H+1)
+        w = weight[rows].to(device)                                       # (b, H+1), 0 where unlabelled
+        bce = F.binary_cross_entropy_with_logits(pred, labels[rows].to(device), reduction="none")
+        loss = (w * bce).sum() / w.sum().clamp_min(1e-8)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(verifier.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 25 == 0:
+            bar.set_postfix(bce=f"{loss.item():.4f}")
+    return verifier.eval()
+
+
+def seed_rollouts(model, task, tokenizer, problems, n_seeds, cfg):
+    """n_seeds responses from pi per problem: (problem index, prompt ids, response) lists."""
+    index = [i for i in range(len(problems)) for _ in range(n_seeds)]
+    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in index], 1, cfg)
+    return index, [prompt_ids(tokenizer, problems[i]) for i in index], responses
+
+
+def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cfg, first_pit=False, desc="labels"):
+    """n_mc rollouts under `prover` from every prefix of each response: success counts (R, H+1) and a mask.
+
+    first_pit: label depth by depth and stop a response at its first prefix with Q_hat = 0 (a 'pit'); what follows a
+    pit carries no information about where the response went wrong, so its budget is not spent.
+    """
+    table = data.step_end_table(tokenizer, task.delimiter)
+    cuts = [step_cuts(y, table) for y in responses]
+    H = max(len(c) for c in cuts)
+    counts, labelled = torch.zeros(len(responses), H), torch.zeros(len(responses), H, dtype=torch.bool)
+    alive = [True] * len(responses)
+    for h in tqdm(range(H), desc=desc, leave=False):   # depth by depth: every response's h-th prefix in one batch
+        todo = [r for r in range(len(responses)) if h < len(cuts[r]) and alive[r]]
+        c = mc_successes(prover, task, tokenizer, problems, [(index[r], responses[r][:cuts[r][h]]) for r in todo],
+                         n_mc, cfg)
+        counts[todo, h], labelled[todo, h] = c, True
+        if first_pit:
+            for r, k in zip(todo, c.tolist()):
+                alive[r] = k > 0
+    return counts, labelled
+
+
+def verifier_settings(task, cfg):
+    keys = ("n_problems", "n_cov", "n_mc", "first_pit", "verifier_steps", "verifier_batch", "verifier_lr", "prover",
+            "temperature")
+    return {**policy_settings(task, cfg), **{k: getattr(cfg, k) for k in keys},
+            "prover": cfg.prover if prover_k(cfg) else os.path.abspath(cfg.prover)}
+
+
+def load_or_train_verifiers(model, task, tokenizer, cfg, device):
+    """ORM, PQM (Q^pi) and, for a policy prover, its Q^mu verifier; cached under runs/<task>/verifiers/<settings>/.
+    The directory name is a hash of every setting they depend on, so changed settings never reuse stale ones."""
+    settings = verifier_settings(task, cfg)
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    path = os.path.join(cfg.out, "verifiers", key)
+    names = ["orm", "pqm"] + ([] if prover_k(cfg) else ["q_mu"])
+    if all(os.path.exists(os.path.join(path, n, "head.pt")) for n in names):
+        print(f"loading verifiers from {path}")
+        return {n: Verifier.load(os.path.join(path, n), device) for n in names}, path
+    print(f"training verifiers (cached in {path})")
+    t0 = time.time()
+    problems = task.problems(cfg.n_problems, random.Random(30_000 + cfg.seed))
+    index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, cfg.n_cov, cfg)
+    counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg,
+                                      cfg.first_pit, desc="labels under pi")
+    print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
+    table = data.step_end_table(tokenizer, task.delimiter)
+    verifiers, soft = {}, counts / cfg.n_mc                               # soft labels in [0, 1], never rounded
+    # The ORM sees only the outcome of each complete response, at its last position.
+    R, ends = len(responses), torch.tensor([len(step_cuts(y, table)) - 1 for y in responses])
+    last = torch.zeros(R, counts.shape[1], dtype=torch.bool)
+    last[torch.arange(R), ends] = True
+    outcomes = torch.tensor([outcome(task, tokenizer, problems[i], y) for i, y in zip(index, responses)])
+    for name, labels, mask in [("orm", outcomes[:, None] * last, last), ("pqm", soft, labelled)]:
+        torch.manual_seed(cfg.seed)
+        verifiers[name] = train_verifier(Verifier(copy.deepcopy(model)).to(device), tokenizer, prompts, responses,
+                                         labels, mask, table, cfg, desc=name)
+    if "q_mu" in names:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
+        mu = AutoModelForCausalLM.from_pretrained(cfg.prover).to(device).eval()
+        counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, desc="labels under mu")
+        torch.manual_seed(cfg.seed)
+        verifiers["q_mu"] = train_verifier(Verifier(copy.deepcopy(model)).to(device), tokenizer, prompts, responses,
+                                           counts_mu / cfg.n_mc, labelled_mu, table, cfg, desc="q_mu")
+    for name, v in verifiers.items():
+        v.save(os.path.join(path, name))
+    json.dump(settings, open(os.path.join(path, "settings.json"), "w"), indent=1)
+    print(f"  verifiers trained in {time.time() - t0:.0f}s")
+    return verifiers, path
+
+
+def make_pav(verifiers, tokenizer, task, cfg):
+    table = data.step_end_table(tokenizer, task.delimiter)
+    return PAV(verifiers["pqm"], tokenizer, table, k=prover_k(cfg), q_mu=verifiers.get("q_mu"))
+
+
+def pearson(x, y):
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / (x.norm() * y.norm()).clamp_min(1e-12))
+
+
+def verifier_report(model, verifiers, task, tokenizer, cfg, device):
+    """Each verifier against Monte Carlo labels (eval_mc rollouts per prefix) on held-out problems."""
+    problems = task.problems(cfg.eval_verifier_problems, random.Random(40_000 + cfg.seed), split="test")
+    index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, 1, cfg)
+    counts, m = collect_labels(model, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg,
+                               desc="held-out labels")
+    q_mc = counts / cfg.eval_mc                                           # (R, H+1) Monte Carlo Q^pi
+    K = prover_k(cfg)
+    if K is not None:
+        mu_mc = bok_unbiased(counts, cfg.eval_mc, K)                      # (R, H+1) Monte Carlo Q^{BoK}
+    else:
+        mu = AutoModelForCausalLM.from_pretrained(cfg.prover).to(device).eval()
+        mu_mc = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg,
+                               desc="held-out labels under mu")[0] / cfg.eval_mc
+    pav = make_pav(verifiers, tokenizer, task, cfg)
+    q_pi, q_mu, a_mu, m_pred, m_adv = pav.score(prompts, responses)
+    q_orm = predict_q(verifiers["orm"], tokenizer, prompts, responses, pav.table)[0]
+    m, m_adv = m & m_pred, (m & m_pred)[:, 1:] & (m & m_pred)[:, :-1]
+
+    def metrics(pred, label):
+        p, y = pred[m].clamp(1e-6, 1 - 1e-6), label[m]
+        return {"bce": float(F.binary_cross_entropy(p, y)), "mae": float((p - y).abs().mean()),
+                "adv_corr": pearson(advantages(pred)[m_adv], advantages(label)[m_adv])}
+
+    report = {"orm": metrics(q_orm, q_mc), "pqm": metrics(q_pi, q_mc), "pav": metrics(q_mu, mu_mc)}
+    # Outcome prediction by step depth (Fig. 10): the score of step h against the response's final outcome.
+    last = m.long().cumsum(1).argmax(1)
+    outcome_z = q_mc[torch.arange(len(q_mc)), last]                      # exact: a complete response is not rolled out
+    eff = effective_reward(q_pi, a_mu, cfg.alpha).clamp(0, 1)             # (R, H)
+    by_depth = {"depth": [], "q_pi": [], "effective": [], "n": []}
+    for h in range(1, m.shape[1]):
+        rows = m[:, h]
+        if rows.sum() < 8:
+            continue
+        by_depth["depth"].append(h)
+        by_depth["n"].append(int(rows.sum()))
+        by_depth["q_pi"].append(float(((q_pi[rows, h] - outcome_z[rows]) ** 2).mean()))
+        by_depth["effective"].append(float(((eff[rows, h - 1] - outcome_z[rows]) ** 2).mean()))
+    report["outcome_error_by_depth"] = by_depth
+    report["pqm_mae"], report["pav_adv_corr"] = report["pqm"]["mae"], report["pav"]["adv_corr"]
+    report["held_out"] = {"problems": len(problems), "prefixes": int(m.sum()), "rollouts_per_prefix": cfg.eval_mc}
+    return report
+
+
+def plot_outcome_error(by_depth, alpha, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(by_depth["depth"], by_depth["q_pi"], "o-", label=r"$\hat Q^\pi$ alone")
+    ax.plot(by_depth["depth"], by_depth["effective"], "s-", label=rf"$\hat Q^\pi + {alpha:g}\,\hat A^\mu$")
+    ax.set_xlabel("step depth h")
+    ax.set_ylabel("squared error against the final outcome")
+    ax.set_title("Predicting the outcome from step h (cf. Fig. 10)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------------------------
 
 def main(argv=None):
     cfg = parse_config(Config, argv)
@@ -539,7 +907,7 @@ def main(argv=None):
     print(f"base policy accuracy on {len(problems)} held-out problems: {acc:.3f}")
     t0 = time.time()
     rows = prover_table(model, task, tokenizer, cfg, ks, gammas)
-    print(f"prover table ({cfg.n_states} states x {cfg.n_actions} actions x {cfg.n_mc} rollouts, "
+    print(f"prover table ({cfg.n_states} states x {cfg.n_actions} actions x {cfg.table_mc} rollouts, "
           f"{time.time() - t0:.0f}s); mean ± standard error over states:")
     print_table(rows)
     report = {"task": cfg.task, "base_accuracy": acc, "eval_samples": len(problems), "provers": rows,
@@ -547,6 +915,24 @@ def main(argv=None):
     path = os.path.join(cfg.out, "provers.json")
     json.dump(report, open(path, "w"), indent=1)
     print(f"saved {path}")
+
+    verifiers, vpath = load_or_train_verifiers(model, task, tokenizer, cfg, device)
+    seed_everything(cfg.seed)
+    report = verifier_report(model, verifiers, task, tokenizer, cfg, device)
+    print(f"verifiers on {report['held_out']['prefixes']} held-out prefixes ({cfg.eval_mc} rollouts each); "
+          f"PAV prover {cfg.prover}:")
+    print(f"{'verifier':>9} | {'BCE':>7} | {'MAE':>7} | {'adv corr':>8}")
+    for name in ("orm", "pqm", "pav"):
+        r = report[name]
+        print(f"{name:>9} | {r['bce']:7.4f} | {r['mae']:7.4f} | {r['adv_corr']:8.3f}")
+    d = report["outcome_error_by_depth"]
+    print("outcome error by depth  " + " ".join(f"h={h}: {a:.3f}/{b:.3f}" for h, a, b in
+                                                 zip(d["depth"], d["q_pi"], d["effective"])) + "  (Q^pi / effective)")
+    report.update(verifiers=vpath, config=dataclasses.asdict(cfg))
+    path = os.path.join(cfg.out, "verifiers.json")
+    json.dump(report, open(path, "w"), indent=1)
+    plot_outcome_error(d, cfg.alpha, os.path.join(cfg.out, "outcome_error.png"))
+    print(f"saved {path} and {os.path.join(cfg.out, 'outcome_error.png')}")
 
 
 if __name__ == "__main__":

@@ -142,7 +142,9 @@ def check_config(cfg):
         fail(f"--alpha must be a non-negative number, got {cfg.alpha}")
     if not (cfg.verifier_lr > 0 and cfg.sft_lr > 0):
         fail("learning rates must be positive")
-    prover_k(cfg)   # fails on a prover that names nothing
+    K = prover_k(cfg)   # fails on a prover that names nothing
+    if K is not None and cfg.eval_mc < K:
+        fail(f"--eval-mc {cfg.eval_mc} is too small for the prover Bo{K}: the unbiased estimate needs at least K")
     try:
         gammas = [float(g) for g in cfg.gammas.split(",")]
     except ValueError:
@@ -298,7 +300,7 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), t
             tok = (logp - torch.log(-torch.log(u))).argmax(-1)            # (n_live,)
         tok = torch.where(done, pad_id, tok)
         tokens[rows, t], valid[rows, t] = tok, ~done
-        logps[rows, t] = logp.gather(1, tok[:, None]).squeeze(1) * ~done
+        logps[rows, t] = torch.where(done, 0.0, logp.gather(1, tok[:, None]).squeeze(1))
         done = done | (tok == eos_id) | (t + 1 >= limit)
         if stop is not None:
             done = done | stop[tok]
@@ -835,9 +837,19 @@ def pearson(x, y):
 def verifier_report(model, verifiers, task, tokenizer, cfg, device):
     """Each verifier against Monte Carlo labels (eval_mc rollouts per prefix) on held-out problems."""
     problems = task.problems(cfg.eval_verifier_problems, random.Random(40_000 + cfg.seed), split="test")
-    index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, 1, cfg)
-    counts, m = collect_labels(model, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg,
-                               desc="held-out labels")
+    # The held-out labels depend only on the policy and these sizes: computed once, then read from disk.
+    settings = {**policy_settings(task, cfg), "problems": cfg.eval_verifier_problems, "eval_mc": cfg.eval_mc,
+                "temperature": cfg.temperature}
+    path = os.path.join(cfg.out, "held_out_labels.pt")
+    cached = torch.load(path) if os.path.exists(path) else None
+    if cached is not None and cached["settings"] == settings:
+        index, prompts, responses, counts, m = (cached[k] for k in ("index", "prompts", "responses", "counts", "m"))
+    else:
+        index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, 1, cfg)
+        counts, m = collect_labels(model, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg,
+                                   desc="held-out labels")
+        torch.save({"settings": settings, "index": index, "prompts": prompts, "responses": responses,
+                    "counts": counts, "m": m}, path)
     q_mc = counts / cfg.eval_mc                                           # (R, H+1) Monte Carlo Q^pi
     K = prover_k(cfg)
     if K is not None:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -16,9 +17,12 @@ from conftest import ROOT
 
 SCRIPT = os.path.join(ROOT, "pav.py")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
-# A tiny budget: a 1-layer, 32-wide policy, 16 states x 2 actions x 16 rollouts.
+# A tiny budget: a 1-layer, 32-wide policy, 16 states x 2 actions x 16 rollouts for the prover table; verifiers on
+# 16 seed rollouts labelled with 8 rollouts per prefix, 5 training steps, reported on 16 held-out responses.
 TINY = ["--task", "planted", "--d-model", "32", "--n-layers", "1", "--n-states", "16", "--n-actions", "2",
-        "--n-mc", "16", "--ks", "1,2,4", "--gammas", "5,10", "--eval-problems", "64"]
+        "--table-mc", "16", "--ks", "1,2,4", "--gammas", "5,10", "--eval-problems", "64",
+        "--n-mc", "8", "--n-problems", "16", "--n-cov", "1", "--verifier-steps", "5", "--verifier-batch", "8",
+        "--eval-verifier-problems", "16", "--eval-mc", "8"]
 
 
 def run(args, cwd):
@@ -27,11 +31,24 @@ def run(args, cwd):
                           timeout=600)
 
 
+def finite(x):
+    return isinstance(x, float) and math.isfinite(x)
+
+
+def cached_in(stdout, verb):
+    """The verifier directory a run printed: 'training verifiers (cached in DIR)' or 'loading verifiers from DIR'."""
+    pattern = r"training verifiers \(cached in (.+)\)$" if verb == "training" else r"loading verifiers from (.+)$"
+    found = [m.group(1) for m in (re.match(pattern, l) for l in stdout.splitlines()) if m]
+    assert len(found) == 1, stdout
+    return found[0]
+
+
 @pytest.mark.slow
 def test_planted_end_to_end_builds_then_reloads_and_repeats(tmp_path):
     out = tmp_path / "out"
     first = run(TINY + ["--out", str(out)], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    first_report = json.loads((out / "verifiers.json").read_text())
     second = run(TINY + ["--out", str(out)], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "building the base policy" in first.stdout and "loading the base policy" in second.stdout
@@ -50,13 +67,53 @@ def test_planted_end_to_end_builds_then_reloads_and_repeats(tmp_path):
         for key in ("distinguishability", "distinguishability_se", "alignment", "alignment_se", "mean_q"):
             assert isinstance(r[key], float) and r[key] == r[key], (r, key)   # finite numbers, not NaN
         assert 0.0 <= r["mean_q"] <= 1.0
-    assert report["config"]["n_mc"] == 16 and report["config"]["out"] == str(out)
+    assert report["config"]["table_mc"] == 16 and report["config"]["n_mc"] == 8
+    assert report["config"]["out"] == str(out)
+    assert "16 states x 2 actions x 16 rollouts" in first.stdout
     assert (out / "policy" / "settings.json").exists() and not (tmp_path / "runs").exists()
     # the same numbers whether the policy was just built or loaded (seeded, CPU)
     assert first.stdout.split("base policy accuracy")[1].split("prover table")[0] == \
         second.stdout.split("base policy accuracy")[1].split("prover table")[0]
     table = lambda s: [l for l in s.splitlines() if "|" in l and not l.startswith("device")]
     assert table(first.stdout) == table(second.stdout)
+
+    # verifiers: trained on the first run, loaded on the second, the same report from both
+    trained = cached_in(first.stdout, "training")
+    assert cached_in(second.stdout, "loading") == trained and "training verifiers" not in second.stdout
+    assert os.path.dirname(trained) == str(out / "verifiers")
+    for name in ("orm", "pqm"):
+        assert (out / "verifiers" / os.path.basename(trained) / name / "head.pt").exists()
+    assert not os.path.exists(os.path.join(trained, "q_mu"))               # the prover is bo4: no verifier of its own
+    report = json.loads((out / "verifiers.json").read_text())
+    assert report == first_report
+    for key in ("orm", "pqm", "pav", "pqm_mae", "pav_adv_corr", "outcome_error_by_depth", "held_out", "verifiers",
+                "config"):
+        assert key in report, key
+    for name in ("orm", "pqm", "pav"):
+        assert set(report[name]) >= {"bce", "mae", "adv_corr"}, report[name]
+        assert all(finite(report[name][k]) for k in ("bce", "mae", "adv_corr")), report[name]
+        assert 0 <= report[name]["mae"] <= 1 and report[name]["bce"] >= 0 and -1 <= report[name]["adv_corr"] <= 1
+    assert report["pqm_mae"] == report["pqm"]["mae"] and report["pav_adv_corr"] == report["pav"]["adv_corr"]
+    depth = report["outcome_error_by_depth"]
+    assert len(depth["depth"]) > 0 and depth["depth"][0] == 1
+    assert len(depth["depth"]) == len(depth["q_pi"]) == len(depth["effective"]) == len(depth["n"])
+    assert all(finite(v) and 0 <= v <= 1 for v in depth["q_pi"] + depth["effective"])
+    assert report["held_out"]["problems"] == 16 and report["held_out"]["rollouts_per_prefix"] == 8
+    assert report["held_out"]["prefixes"] >= 16
+    assert report["verifiers"] == trained and report["config"]["verifier_steps"] == 5
+    png = (out / "outcome_error.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+
+    # a changed verifier setting trains new verifiers in a new directory, and reuses the base policy
+    third = run(TINY + ["--out", str(out), "--verifier-steps", "6"], tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "loading the base policy" in third.stdout and "loading verifiers" not in third.stdout
+    retrained = cached_in(third.stdout, "training")
+    assert retrained != trained and os.path.dirname(retrained) == str(out / "verifiers")
+    assert sorted(os.listdir(out / "verifiers")) == sorted([os.path.basename(trained), os.path.basename(retrained)])
+    assert json.loads((out / "verifiers.json").read_text())["verifiers"] == retrained
+    assert json.loads((out / "verifiers" / os.path.basename(retrained) / "settings.json").read_text())[
+        "verifier_steps"] == 6
 
 
 BAD = [
@@ -67,6 +124,14 @@ BAD = [
     (["--ks", "1,x"], "--ks must be a comma-separated list of integers"),
     (["--temperature", "0"], "--temperature must be positive"),
     (["--gammas", "5,-1"], "--gammas entries must be positive"),
+    (["--n-mc", "abc"], "argument --n-mc: invalid int value: 'abc'"),
+    (["--alpha", "abc"], "argument --alpha: invalid float value: 'abc'"),
+    (["--alpha", "-1"], "--alpha must be a non-negative number"),
+    (["--alpha", "nan"], "--alpha must be a non-negative number"),
+    (["--prover", "bo0"], "--prover 'bo0' is neither boK"),
+    (["--prover", "/nonexistent/dir"], "--prover '/nonexistent/dir' is neither boK"),
+    (["--ks", "1,2,4", "--table-mc", "4"], "--table-mc 4 is too small for K = 4"),
+    (["--table-mc", "32"], "--table-mc 32 is too small for K = 32"),          # the default ks reach 32
 ]
 
 
@@ -83,13 +148,23 @@ def test_bad_input_fails_with_one_line(args, message, tmp_path, monkeypatch, cap
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
-def test_bad_input_as_a_process(tmp_path):
-    """The same through a real interpreter: no warning or traceback joins the one line, and it is quick."""
+@pytest.mark.parametrize("args,stderr", [
+    (["--task", "chess"], "error: unknown task 'chess'; choose from planted, arith\n"),
+    (["--alpha", "abc"], "error: argument --alpha: invalid float value: 'abc'\n"),   # argparse's own error
+], ids=["task chess", "alpha abc"])
+def test_bad_input_as_a_process(args, stderr, tmp_path):
+    """The same through a real interpreter: no warning, usage block or traceback joins the one line, and it is quick."""
     t0 = time.time()
-    res = run(["--task", "chess", "--out", str(tmp_path / "out")], tmp_path)
+    res = run(args + ["--out", str(tmp_path / "out")], tmp_path)
     assert res.returncode == 2 and res.stdout == ""
-    assert res.stderr == "error: unknown task 'chess'; choose from planted, arith\n"
+    assert res.stderr == stderr
     assert not (tmp_path / "out").exists() and time.time() - t0 < 60
+
+
+def test_prover_k_above_eval_mc_is_bad_input(capsys):
+    with pytest.raises(SystemExit) as exit:
+        pav.check_config(pav.Config(task="planted", prover="bo4", eval_mc=2))
+    assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: ")
 
 
 def test_help_lists_every_config_field_with_its_default(tmp_path):

@@ -1,8 +1,11 @@
-"""The warm-started base policies (slow: each is built once per session) and the policy cache."""
+"""The warm-started base policies (slow: each is built once per session), the policy cache, and the fixed
+train/test split of arith problems."""
 
 import json
 import os
+import random
 import shutil
+import zlib
 
 import pytest
 import torch
@@ -11,7 +14,6 @@ import data
 import pav
 from conftest import tiny_llama
 
-pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")
 
 
@@ -35,6 +37,7 @@ def planted_policy(tmp_path_factory):
     return build(tmp_path_factory, "planted", eval_problems=2048)       # 16,384 held-out samples
 
 
+@pytest.mark.slow
 def test_arith_accuracy_in_range(arith_policy):
     task, cfg, model, tokenizer = arith_policy
     assert not model.training
@@ -45,6 +48,7 @@ def test_arith_accuracy_in_range(arith_policy):
     assert 0.05 <= acc <= 0.30, acc
 
 
+@pytest.mark.slow
 def test_planted_accuracy_low_but_not_zero(planted_policy):
     task, cfg, model, tokenizer = planted_policy
     pav.seed_everything(0)
@@ -54,6 +58,7 @@ def test_planted_accuracy_low_but_not_zero(planted_policy):
     assert 0 < acc < 0.05, acc
 
 
+@pytest.mark.slow
 def test_cached_policy_is_loaded_not_rebuilt(planted_policy, monkeypatch, capsys):
     task, cfg, model, tokenizer = planted_policy
     monkeypatch.setattr(pav, "warm_start", lambda *a, **k: pytest.fail("rebuilt a cached policy"))
@@ -66,6 +71,7 @@ def test_cached_policy_is_loaded_not_rebuilt(planted_policy, monkeypatch, capsys
         assert json.load(f) == pav.policy_settings(task, cfg)
 
 
+@pytest.mark.slow
 def test_changed_settings_rebuild(planted_policy, tmp_path, monkeypatch, capsys):
     task, cfg, _, _ = planted_policy
     shutil.copytree(os.path.join(cfg.out, "policy"), tmp_path / "policy")
@@ -88,16 +94,35 @@ def test_changed_settings_rebuild(planted_policy, tmp_path, monkeypatch, capsys)
     assert pav.policy_settings(data.Arith(p_err=0.2), cfg) != pav.policy_settings(data.Arith(), cfg)
 
 
-@pytest.mark.xfail(strict=True, reason="policy_settings omits eval_problems, but the arith warm start excludes "
-                                       "only the eval problems of the run that built it")
-def test_eval_problems_never_trained_on_by_a_reused_policy(monkeypatch):
-    """Build with --eval-problems 512, evaluate later with 2048: the cached policy must not have seen any of them."""
+def is_test_problem(problem):
+    """The held-out rule, restated: the CRC32 of the problem text (between "Q:" and the newline) is 0 mod 5."""
+    assert problem.prompt.startswith("Q:") and problem.prompt.endswith("\n")
+    return zlib.crc32(problem.prompt[2:-1].encode()) % 5 == 0
+
+
+def test_train_and_test_splits_never_overlap_and_only_train_is_trained_on(monkeypatch):
+    """The fixed split by problem text: training draws (demonstrations, the warm start's clean solutions, seed
+    rollouts, prover-table states) come from "train", evaluation from "test", whatever the sizes and seeds."""
     task = data.Arith()
+    train = [p for seed in range(3) for p in task.problems(3000, random.Random(seed))]
+    test = [p for seed in range(3) for p in task.problems(1000, random.Random(seed), split="test")]
+    assert not any(map(is_test_problem, train)) and all(map(is_test_problem, test))
+    assert not {p.prompt for p in train} & {p.prompt for p in test}
+    assert len({p.prompt for p in test}) > 2500                                # a real split, not a handful
+    for p in train[:200] + test[:200]:                                         # the answer is still the right one
+        text = p.prompt[2:-1]
+        assert p.answer == str(task.solve([int(c) for c in text[::2]], list(text[1::2]))[-1])
+    # demonstrations, at any noise level
+    for p_err in (None, 0.0, 1.0):
+        demos = task.demonstrations(500, random.Random(7), p_err=p_err)
+        assert not any(is_test_problem(data.Problem(prompt, "")) for prompt, _ in demos)
+    # evaluation: the held-out accuracy problems, at any --eval-problems
+    for n in (64, 512, 2048):
+        problems = pav.eval_problems(task, pav.Config(task="arith", eval_problems=n))
+        assert len(problems) == n and all(map(is_test_problem, problems))
+    # the warm start, with training stubbed out (nothing is learned): every pair it would train on is train split
     trained = []
     monkeypatch.setattr(pav, "sft", lambda model, tok, pairs, **kw: trained.extend(p for p, _ in pairs))
-    small, big = pav.Config(task="arith", eval_problems=512), pav.Config(task="arith", eval_problems=2048)
-    pav.warm_start(task, task.tokenizer, small, CPU)
-    trained = set(trained)
-    assert not any(p.prompt in trained for p in pav.eval_problems(task, small))
-    reused = pav.policy_settings(task, small) == pav.policy_settings(task, big)
-    assert not (reused and any(p.prompt in trained for p in pav.eval_problems(task, big)))
+    pav.warm_start(task, task.tokenizer, pav.Config(task="arith", d_model=16, n_layers=1), CPU)
+    assert len(trained) >= 10_000                                             # 60,000 clean + 20,000 noisy
+    assert not any(is_test_problem(data.Problem(prompt, "")) for prompt in trained)

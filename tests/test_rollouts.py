@@ -180,7 +180,39 @@ def test_per_prefix_limits_are_honoured(arith, model):
 def test_zero_limit_gives_an_empty_row(arith, model):
     prefixes = prefixes_of(arith, PREFIX_TEXTS[:2])
     r = sample(model, prefixes, max_new_tokens=[0, 3], temperature=0.0)
-    assert r.mask[0].sum() == 0
+    assert r.mask[0].sum() == 0 and (r.ids[0] == PAD).all() and (r.logprobs[0] == 0).all()
+    greedy = sample(model, prefixes[1:], max_new_tokens=3, temperature=0.0)
+    assert rows(r)[1][0] == rows(greedy)[0][0]                              # the other row is unaffected
+    r = sample(model, prefixes, n=3, max_new_tokens=[0, 0])                 # every row finished before it starts
+    assert not r.mask.any() and r.ids.shape[0] == 6
+
+
+def test_banned_tokens_are_never_sampled(arith):
+    """BOS and PAD (special_ids' banned list) never appear, though the random model gives them real mass."""
+    ids = pav.special_ids(arith.tokenizer)
+    assert ids == {"eos_id": EOS, "pad_id": PAD, "banned": [BOS, PAD]}
+    model = tiny_llama(20)
+    prefixes = prefixes_of(arith, PREFIX_TEXTS[:2])
+    free = sample(model, prefixes, n=64, max_new_tokens=12, generator=torch.Generator().manual_seed(0))
+    assert any(BOS in toks or PAD in toks for toks, _ in rows(free))        # the ban has something to do
+    r = pav.sample(model, prefixes, n=64, max_new_tokens=12, generator=torch.Generator().manual_seed(0), **ids)
+    assert not r.ids[r.mask].eq(BOS).any() and not r.ids[r.mask].eq(PAD).any()
+    # the log-probs are those of the renormalised distribution over the allowed tokens
+    for i in (0, 64):
+        L = int(r.mask[i].sum())
+        toks, lp = r.ids[i, :L].tolist(), r.logprobs[i, :L]
+        logits = teacher_forced(model, prefixes[i // 64], toks)[1]          # (len, V)
+        logits[:, [BOS, PAD]] = -math.inf
+        want = torch.log_softmax(logits, -1).gather(1, torch.tensor(toks)[:, None]).squeeze(1)
+        assert torch.allclose(lp, want, atol=1e-4)
+
+
+def test_logprobs_are_zero_on_padding_when_pad_is_banned(arith, model):
+    prefixes = prefixes_of(arith, PREFIX_TEXTS[:2])
+    r = pav.sample(model, prefixes, n=16, max_new_tokens=12, generator=torch.Generator().manual_seed(0),
+                   **pav.special_ids(arith.tokenizer))
+    assert (~r.mask).any()
+    assert (r.logprobs[~r.mask] == 0).all()
 
 
 # --------------------------------------------------------------------------------------------------------------

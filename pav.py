@@ -347,6 +347,15 @@ def encode_pairs(tokenizer, pairs, device):
     return ids.to(device), loss_mask.to(device)
 
 
+def update(model, opt, sched, loss):
+    """One optimizer step on `loss`, gradients clipped to norm 1."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_early=None, warmup=100):
     """Supervised warm start: cross-entropy on response tokens, AdamW, linear warm-up then cosine decay.
     `stop_early(step)` is called every 50 steps and ends training when it returns True."""
@@ -364,11 +373,7 @@ def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_earl
         with autocast(device):
             logits = model(input_ids=x[:, :-1]).logits.float()            # (b, L-1, V)
         loss = F.cross_entropy(logits[m[:, 1:]], x[:, 1:][m[:, 1:]])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        update(model, opt, sched, loss)
         if step % 25 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if stop_early is not None and (step + 1) % 50 == 0:
@@ -737,11 +742,7 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
         w = weight[rows].to(device)                                       # (b, H+1), 0 where unlabelled
         bce = F.binary_cross_entropy_with_logits(pred, labels[rows].to(device), reduction="none")
         loss = (w * bce).sum() / w.sum().clamp_min(1e-8)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(verifier.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        update(verifier, opt, sched, loss)
         if step % 25 == 0:
             bar.set_postfix(bce=f"{loss.item():.4f}")
     return verifier.eval()

@@ -348,12 +348,13 @@ def encode_pairs(tokenizer, pairs, device):
 
 
 def update(model, opt, sched, loss):
-    """One optimizer step on `loss`, gradients clipped to norm 1."""
+    """One optimizer step on `loss`, gradients clipped to norm 1; `sched` (or None) steps the learning rate."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    sched.step()
+    if sched is not None:
+        sched.step()
 
 
 def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_early=None, warmup=100):

@@ -1,0 +1,201 @@
+"""rl.py: the leave-one-out baseline, step rewards on tokens, the policy-gradient loss against hand computation, the
+alpha = 0 gradient against outcome-only REINFORCE, teacher-forced log-probs, exact resume, and the script end to end."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import data
+import pav
+import rl
+from conftest import ROOT, tiny_llama
+
+# arith ids: digits 0-9, "+" 10, "-" 11, "=" 12, ":" 13, "Q" 14, "A" 15, "\n" 16, EOS 17, BOS 18, PAD 19.
+A_EOS, A_PAD = 17, 19
+
+
+def test_leave_one_out_baseline_excludes_the_row_itself():
+    outcomes = torch.tensor([1., 0., 0., 1., 1., 1., 1., 0.])
+    # group 1: each row's baseline is the mean of the other three; group 2 likewise
+    expected = torch.tensor([1 / 3, 2 / 3, 2 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1.])
+    assert torch.allclose(rl.loo_baseline(outcomes, 4), expected)
+    assert torch.allclose(rl.loo_baseline(outcomes, 2), torch.tensor([0., 1., 1., 0., 1., 1., 0., 1.]))
+
+
+def test_step_rewards_land_on_the_tokens_of_their_step(arith):
+    """Steps end at "\\n" and at EOS; the delimiter belongs to the step it ends (the classic off-by-one)."""
+    tok = arith.tokenizer
+    texts = ["1+2=3\n3+4=7\nA:7", "5-5=0\nA:0"]
+    rows = [tok.encode(t) + [A_EOS] for t in texts]
+    T = max(len(r) for r in rows)
+    ids = torch.tensor([r + [A_PAD] * (T - len(r)) for r in rows])       # (2, T)
+    mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows]).bool()
+    steps = rl.step_index(ids, mask, data.step_end_table(tok, "\n"))
+    assert steps[0, :len(rows[0])].tolist() == [0] * 6 + [1] * 6 + [2] * 4   # "1+2=3\n", "3+4=7\n", "A:7<eos>"
+    assert steps[1, :len(rows[1])].tolist() == [0] * 6 + [1] * 4
+    outcomes = torch.tensor([1., 0.])
+    term = torch.tensor([[0.1, -0.2, 0.3], [0.5, 0.7, 0.0]])               # (N, H) per-step A^mu
+    got = rl.token_rewards(outcomes, term, steps, group=2, alpha=2.0)       # (N, T)
+    # row 0: Rex 1, baseline 0 (the other row failed); row 1: Rex 0, baseline 1
+    for t in range(len(rows[0])):
+        assert got[0, t].item() == pytest.approx(1.0 + 2.0 * term[0, steps[0, t]].item())
+    for t in range(len(rows[1])):
+        assert got[1, t].item() == pytest.approx(-1.0 + 2.0 * term[1, steps[1, t]].item())
+    assert got[0, 5].item() == pytest.approx(1.2) and got[0, 6].item() == pytest.approx(0.6)   # "\n" | "3"
+
+
+def test_pg_loss_equals_a_hand_computed_sum():
+    logp = torch.tensor([[-0.5, -1.0, -2.0], [-0.1, -0.3, 0.0]])
+    ref = torch.tensor([[-0.7, -1.0, -1.5], [-0.2, -0.3, 0.0]])
+    rewards = torch.tensor([[1.0, 1.0, -0.5], [2.0, 0.25, 9.0]])
+    mask = torch.tensor([[1., 1., 1.], [1., 1., 0.]])
+    kl = 0.1
+    total = 0.0
+    for i in range(2):
+        for t in range(3):
+            if mask[i, t]:
+                r = ref[i, t].item() - logp[i, t].item()
+                total += -logp[i, t].item() * rewards[i, t].item() + kl * (math.exp(r) - r - 1)
+    assert rl.pg_loss(logp, ref, rewards, mask, kl).item() == pytest.approx(total / 5, rel=1e-6)
+
+
+def test_response_logprobs_match_a_separate_pass_per_row(arith):
+    model = tiny_llama(20, seed=3)
+    tok = arith.tokenizer
+    prompts = [[18] + tok.encode("Q:1+2"), [18] + tok.encode("Q:3-4+5-6")]   # different lengths: left padding
+    rows = [tok.encode("1+2=3\nA:3") + [A_EOS], tok.encode("3-4=9")]
+    T = max(len(r) for r in rows)
+    ids = torch.tensor([r + [A_PAD] * (T - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows]).bool()
+    got = rl.response_logprobs(model, prompts, ids, mask, A_PAD)          # (2, T)
+    for i, (p, r) in enumerate(zip(prompts, rows)):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p + r])).logits[0]     # (P + T_i, V)
+        want = torch.log_softmax(logits[len(p) - 1:-1], -1).gather(1, torch.tensor(r)[:, None]).squeeze(1)
+        assert torch.allclose(got[i, :len(r)], want, atol=1e-5)
+        assert (got[i, len(r):] == 0).all()
+
+
+def test_alpha_zero_gives_the_outcome_only_reinforce_gradient(arith):
+    """With alpha = 0 the per-token rewards are (Rex - b) on every token, whatever A^mu is, and the gradient is
+    -sum_i (Rex_i - b_i) sum_t grad log pi(y_it) / n_tokens; with alpha > 0 it differs."""
+    tok = arith.tokenizer
+    prompts = [[18] + tok.encode("Q:1+2")] * 4
+    rows = [tok.encode(t) + [A_EOS] for t in ("1+2=3\nA:3", "1+2=4\nA:4", "1+2=3\nA:3", "1+2=5\nA:5")]
+    ids, mask = torch.tensor(rows), torch.ones(4, len(rows[0]), dtype=torch.bool)
+    outcomes = torch.tensor([1., 0., 1., 0.])
+    steps = rl.step_index(ids, mask, data.step_end_table(tok, "\n"))
+    term = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+
+    def grads(loss_fn):
+        model = tiny_llama(20, seed=5)
+        loss_fn(model).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    def pg(alpha):
+        return lambda m: rl.pg_loss(rl.response_logprobs(m, prompts, ids, mask, A_PAD), torch.zeros(ids.shape),
+                                    rl.token_rewards(outcomes, term, steps, 4, alpha), mask.float(), 0.0)
+
+    def reinforce(m):
+        adv = outcomes - torch.tensor([(outcomes.sum() - o) / 3 for o in outcomes])
+        return -(rl.response_logprobs(m, prompts, ids, mask, A_PAD).sum(1) * adv).sum() / mask.sum()
+
+    assert torch.allclose(grads(pg(0.0)), grads(reinforce), atol=1e-6)
+    assert not torch.allclose(grads(pg(1.0)), grads(reinforce), atol=1e-4)
+
+
+def test_exact_prover_advantages_are_differences_of_the_dynamic_program(planted):
+    scorer = rl.ExactProver(planted, 10.0)
+    y = [3, 6, 0, 3, 5, 1, 2]
+    q, _, a, m, m_adv = scorer.score(None, None, [y, [1, 14]])
+    V = planted.exact_values(10.0)
+    want = [planted.exact_q(y[:h], 10.0, V) for h in range(len(y) + 1)]
+    assert q[0].tolist() == pytest.approx(want)
+    assert a[0].tolist() == pytest.approx([want[h + 1] - want[h] for h in range(len(y))])
+    assert q[0, 5] == 1.0 and a[0, 5:].abs().sum() == 0                  # nothing to gain after the match
+    assert a[1, 1].item() == pytest.approx(-planted.exact_q([1], 10.0, V))   # EOS before the match: Q drops to 0
+    assert m_adv[1].tolist() == [True, True] + [False] * 5
+
+
+TINY = ["--task", "planted", "--d-model", "32", "--n-layers", "1", "--iterations", "4", "--batch-size", "16",
+        "--eval-problems", "16", "--eval-every", "2", "--ckpt-every", "2", "--samples-every", "2", "--pass-n", "4",
+        "--pass-problems", "8", "--early-iteration", "2"]
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, planted, capsys):
+    """Two iterations, then --resume to four, against four straight: the same weights, curve and log."""
+    cfg = pav.parse_config(rl.RLConfig, TINY + ["--out", str(tmp_path)])
+    rl.check(cfg)
+    base, tok = tiny_llama(len(planted.tokenizer), seed=1), planted.tokenizer
+    scorer = rl.ExactProver(planted, 10.0)
+
+    def run(out, iterations, resume):
+        c = dataclasses.replace(cfg, iterations=iterations, resume=resume)
+        os.makedirs(out, exist_ok=True)
+        return rl.train("pav_seed0", base, scorer, planted, tok, c, seed=0, alpha=1.0, out=str(out))
+
+    straight, h_straight = run(tmp_path / "a", 4, False)
+    run(tmp_path / "b", 2, False)
+    capsys.readouterr()
+    resumed, h_resumed = run(tmp_path / "b", 4, True)
+    assert "resuming at iteration 2" in capsys.readouterr().out   # it went on from the checkpoint, not from scratch
+    for (k, v), (k2, v2) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    strip = lambda log: [{k: v for k, v in s.items() if k != "seconds"} for s in log]
+    assert h_straight["curve"] == h_resumed["curve"] and strip(h_straight["log"]) == strip(h_resumed["log"])
+    assert [c["iteration"] for c in h_straight["curve"]] == [0, 2, 4]
+    assert "early_pass" in h_resumed
+    # and the weights moved: the run trained
+    assert any(not torch.equal(v, w) for v, w in zip(straight.state_dict().values(), base.state_dict().values()))
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
+def run_script(args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "rl.py"), *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_rl_script_end_to_end_then_resume(tmp_path):
+    out = tmp_path / "out"
+    first = run_script(TINY + ["--out", str(out)], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((out / "rl.json").read_text())
+    for key in ("sample_efficiency", "final_accuracy", "pass", "early_pass", "seeds"):
+        assert key in report
+    curve = report["seeds"]["0"]["pav"]["curve"]
+    assert [c["responses"] for c in curve] == [0, 32, 64]
+    assert all(0 <= c["accuracy"] <= 1 for c in curve)
+    assert set(report["final_accuracy"]) == {"orm", "pav"}
+    assert (out / "rl.png").stat().st_size > 0 and (out / "rl_early.png").stat().st_size > 0
+    assert "step 1:" in (out / "rl" / "samples_pav_seed0.txt").read_text()
+    lines = [l for l in first.stdout.splitlines() if l.startswith("pav_seed0 iter ")]
+    assert len(lines) == 4 and "| reward " in lines[0] and "| kl " in lines[0] and "| eval acc " in lines[1]
+    # a finished run resumed: nothing is trained again, the summary is the same
+    again = run_script(TINY + ["--out", str(out), "--resume"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resuming at iteration 4" in again.stdout
+    assert json.loads((out / "rl.json").read_text())["seeds"] == report["seeds"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--alpha", "-0.5"], "--alpha"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--task", "nonsense"], "unknown task"),
+    (["--resume"], "no checkpoint"),
+    (["--batch-size", "10", "--group", "4"], "multiple of --group"),
+    (["--seeds", "0,x"], "--seeds"),
+])
+def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
+    r = run_script(["--task", "planted", "--out", str(tmp_path / "out"), *args], tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+    assert not (tmp_path / "out" / "policy").exists()   # before any work

@@ -86,7 +86,7 @@ class Config:
     first_pit: bool = arg(False, "label a seed rollout only up to its first prefix with Q_hat = 0 (the 'first pit')")
     verifier_steps: int = arg(400, "training steps of each verifier")
     verifier_batch: int = arg(32, "responses per verifier training step (all their prefixes scored in one pass)")
-    verifier_lr: float = arg(1e-3, "verifier learning rate")
+    verifier_lr: float = arg(3e-4, "verifier backbone learning rate (its head: HEAD_LR_SCALE times this)")
     prover: str = arg("bo4", "the PAV's prover mu: boK (Best-of-K of pi, from the Q^pi verifier) or a policy directory")
     alpha: float = arg(0.5, "weight of A^mu in the effective reward Q^pi + alpha * A^mu (Eq. 5)")
     eval_verifier_problems: int = arg(128, "held-out problems for the verifier report")
@@ -716,6 +716,9 @@ def balanced_weights(labels):
     return torch.where(high, 0.5 / n_high, 0.5 / n_low) * len(labels)
 
 
+HEAD_LR_SCALE = 10   # the verifier head's learning rate, as a multiple of --verifier-lr (the backbone's)
+
+
 def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, table, cfg, desc):
     """Binary cross-entropy of sigmoid(head) against soft labels (R, H+1), never rounded, where `labelled` (R, H+1).
 
@@ -728,7 +731,12 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
     labels, labelled = labels[:, :H].float(), pos_mask & labelled[:, :H]
     weight = torch.zeros(labelled.shape)                                   # (R, H+1), 0 where unlabelled
     weight[labelled] = balanced_weights(labels[labelled])
-    opt = torch.optim.AdamW(verifier.parameters(), lr=cfg.verifier_lr, weight_decay=0.0)
+    # The backbone moves slowly and the fresh head fast. Measured on arith (per-line correctness labels, 4096
+    # responses, batch 64): backbone and head both at 1e-3 or 2e-3 never left the depth-only plateau in 2,000 steps;
+    # backbone 3e-4 with head 3e-3 left it after 200-400 steps (held-out accuracy 0.78 -> 0.96).
+    opt = torch.optim.AdamW([{"params": verifier.lm.parameters(), "lr": cfg.verifier_lr},
+                             {"params": verifier.head.parameters(), "lr": HEAD_LR_SCALE * cfg.verifier_lr}],
+                            weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) *
                                               0.5 * (1 + math.cos(math.pi * i / cfg.verifier_steps)))
     g = torch.Generator().manual_seed(cfg.seed)

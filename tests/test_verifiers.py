@@ -20,7 +20,8 @@ P_EOS, P_BOS = 14, 15
 
 
 def random_verifier(vocab, seed=0):
-    """A tiny random Verifier whose head is random too (the real one starts at zero, i.e. 0.5 everywhere)."""
+    """A tiny random Verifier whose head is set by hand, larger than nn.Linear's default init, so that its scores
+    spread well away from 0.5 and the comparisons below have teeth."""
     v = pav.Verifier(tiny_llama(vocab, seed=seed))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

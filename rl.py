@@ -29,7 +29,8 @@ Differences from the paper:
 3. The KL penalty to the start policy (coefficient 0.001, as in the paper) is the k3 estimator
    exp(r) - r - 1 with r = log pi_ref - log pi on the sampled tokens, added to the loss.
 4. One on-policy gradient step per batch (no clipping or importance ratios), Adam, constant learning rate.
-5. On `planted` the policy is a tiny Llama (not a MADE MLP) and A^mu is exact (the paper: >100 rollouts).
+5. On `planted` the policy is a tiny Llama (not a MADE MLP); A^mu comes from 128 prover rollouts per prefix, as
+   the paper's '>100' (`--toy-mc 0` makes it exact).
 """
 
 import copy
@@ -79,6 +80,7 @@ class RLConfig(pav.Config):
                                    "(planted 100, arith none)")
     advantages: str = arg("pav", "arith: where A^mu comes from: pav (the trained verifier) or mc (rl_mc fresh rollouts "
                                  "of the base policy per prefix at every iteration: slow, close to exact)")
+    toy_mc: int = arg(128, "planted: prover rollouts per prefix for Q^mu (the paper: '>100'); 0: exact dynamic program")
     rl_mc: int = arg(32, "--advantages mc: rollouts per prefix (at least K of the BoK prover)")
     resume: bool = arg(False, "go on from the last checkpoint of each run instead of starting over")
 
@@ -102,6 +104,8 @@ def check(cfg):
     except ValueError:
         pav.fail(f"--seeds must be a comma-separated list of integers, got {cfg.seeds!r}")
     gammas = [float(g) for g in cfg.gammas.split(",")]
+    if cfg.toy_mc < 0:
+        pav.fail(f"--toy-mc must be 0 (exact) or positive, got {cfg.toy_mc}")
     for name in ("iterations", "batch_size", "group", "eval_every", "ckpt_every", "samples_every", "pass_n",
                  "pass_problems"):
         if getattr(cfg, name) <= 0:
@@ -178,19 +182,27 @@ def response_logprobs(model, prompts, ids, mask, pad_id):
 # --------------------------------------------------------------------------------------------------------------
 # Step advantages: the learned PAV on arith, the exact dynamic program on planted
 
-class ExactProver:
-    """planted: Q^mu and A^mu of the gamma-prover, exact (section 3.3)."""
+class GammaProver:
+    """planted: Q^mu and A^mu of the gamma-prover (section 3.3), from `n` prover rollouts per prefix as in the paper
+    ('>100 rollouts'), or exact by dynamic programming when n = 0."""
 
-    def __init__(self, task, gamma):
-        self.task, self.gamma, self.V = task, gamma, task.exact_values(gamma)
+    def __init__(self, task, gamma, n=0):
+        self.task, self.gamma, self.n, self.V = task, gamma, n, task.exact_values(gamma)
 
     def score(self, problems, prompts, responses):
         H = max(len(y) for y in responses)
         q = torch.zeros(len(responses), H + 1)                            # (N, H+1), Q^mu after 0..H steps
         m = torch.zeros(len(responses), H + 1, dtype=torch.bool)
         for i, y in enumerate(responses):
-            q[i, :len(y) + 1] = torch.tensor([self.task.exact_q(y[:h], self.gamma, self.V) for h in range(len(y) + 1)])
             m[i, :len(y) + 1] = True
+        if self.n == 0:
+            for i, y in enumerate(responses):
+                q[i, :len(y) + 1] = torch.tensor([self.task.exact_q(y[:h], self.gamma, self.V)
+                                                  for h in range(len(y) + 1)])
+        else:   # Eq. 1 by Monte Carlo: the fraction of n prover completions of each prefix that succeed
+            prefixes = [y[:h] for y in responses for h in range(len(y) + 1)]
+            wins = self.task.prover_complete(prefixes, self.gamma, self.n).view(-1, self.n).mean(1)   # (prefixes,)
+            q[m] = wins
         return q, q, pav.advantages(q) * m[:, 1:], m, m[:, 1:]
 
 
@@ -395,13 +407,15 @@ def plot(results, path, early=False):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = {"start": "0.5", "orm": "C0", "pav": "C1"}
     for run, style in (("orm", "o-"), ("pav", "s-")):
         curves = [r[run]["curve"] for r in results["seeds"].values()]
         x = [c["responses"] for c in curves[0]]
         y = np.array([[c["accuracy"] for c in cu] for cu in curves])
-        a.plot(x, y.mean(0), style, ms=3, label={"orm": "ORM-RL (outcome only)", "pav": "PAV-RL (effective reward)"}[run])
+        a.plot(x, y.mean(0), style, ms=3, color=colors[run],
+               label={"orm": "ORM-RL (outcome only)", "pav": "PAV-RL (effective reward)"}[run])
         if len(curves) > 1:
-            a.fill_between(x, y.min(0), y.max(0), alpha=0.2)
+            a.fill_between(x, y.min(0), y.max(0), color=colors[run], alpha=0.2)
     a.set_xlabel("sampled responses")
     a.set_ylabel("held-out accuracy")
     a.set_title(f"{results['task']}: accuracy during RL (cf. Fig. 7b)")
@@ -409,7 +423,7 @@ def plot(results, path, early=False):
     key = "early_pass" if early else "pass"
     for run, label in (("start", "start policy"), ("orm", "ORM-RL"), ("pav", "PAV-RL")):
         p = results[key][run]
-        b.plot(p["n"], p["pass"], "o-", ms=3, label=label)
+        b.plot(p["n"], p["pass"], "o-", ms=3, color=colors[run], label=label)
     b.set_xscale("log", base=2)
     b.set_xlabel("N")
     b.set_ylabel("Pass@N")
@@ -440,7 +454,8 @@ def main(argv=None):
     cfg = pav.parse_config(RLConfig, argv)
     seeds, gammas = check(cfg)
     device, dtype = pav.pick_device()
-    tag = ("_reward-q" if cfg.reward_q else "") + ("_mc" if cfg.advantages == "mc" else "") + (f"_prover-{os.path.basename(cfg.prover)}" if cfg.prover != "bo4" else "")
+    tag = ("_reward-q" if cfg.reward_q else "") + ("_mc" if cfg.advantages == "mc" else "") + \
+        ("_sweep" if len(gammas) > 1 else "") + (f"_prover-{os.path.basename(cfg.prover)}" if cfg.prover != "bo4" else "")
     out = os.path.join(cfg.out, "rl" + tag)
     if cfg.resume and not os.path.exists(os.path.join(out, f"orm_seed{seeds[0]}.pt")):
         pav.fail(f"--resume: no checkpoint in {out}; run without --resume first")
@@ -455,7 +470,7 @@ def main(argv=None):
             verifiers, _ = pav.load_or_train_verifiers(base, task, tokenizer, cfg, device)
             scorers = {None: LearnedPAV(pav.make_pav(verifiers, tokenizer, task, cfg))}
     else:
-        scorers = {g: ExactProver(task, g) for g in gammas}
+        scorers = {g: GammaProver(task, g, cfg.toy_mc) for g in gammas}
     results = {"task": cfg.task, "config": dataclasses.asdict(cfg), "seeds": {}, "early_iteration": cfg.early_iteration}
     models = {}
     for seed in seeds:
@@ -500,7 +515,7 @@ def main(argv=None):
             for g in gammas]
         results["sweep_orm_mean_accuracy"] = float(np.mean(
             [np.mean([c["accuracy"] for c in r["orm"]["curve"]]) for r in results["seeds"].values()]))
-        plot_sweep(results["sweep"], os.path.join(cfg.out, f"rl{tag}_sweep.png"))
+        plot_sweep(results["sweep"], os.path.join(cfg.out, f"rl{tag}_gammas.png"))
     # print the summary
     print(f"\nfinal held-out accuracy (mean over seeds {seeds}; min..max): " + ", ".join(
         f"{k} {results['final_accuracy'][k]:.3f} ({results['final_accuracy_spread'][k][0]:.3f}.."

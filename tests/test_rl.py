@@ -111,7 +111,7 @@ def test_alpha_zero_gives_the_outcome_only_reinforce_gradient(arith):
 
 
 def test_exact_prover_advantages_are_differences_of_the_dynamic_program(planted):
-    scorer = rl.ExactProver(planted, 10.0)
+    scorer = rl.GammaProver(planted, 10.0)
     y = [3, 6, 0, 3, 5, 1, 2]
     q, _, a, m, m_adv = scorer.score(None, None, [y, [1, 14]])
     V = planted.exact_values(10.0)
@@ -121,6 +121,17 @@ def test_exact_prover_advantages_are_differences_of_the_dynamic_program(planted)
     assert q[0, 5] == 1.0 and a[0, 5:].abs().sum() == 0                  # nothing to gain after the match
     assert a[1, 1].item() == pytest.approx(-planted.exact_q([1], 10.0, V))   # EOS before the match: Q drops to 0
     assert m_adv[1].tolist() == [True, True] + [False] * 5
+
+
+def test_monte_carlo_gamma_prover_converges_to_the_exact_q(planted):
+    torch.manual_seed(0)
+    responses = [[3, 6, 0, 3, 5, 1], [3, 6, 1, 14], [2, 3, 6, 0]]
+    exact = rl.GammaProver(planted, 10.0).score(None, None, responses)[0]
+    mc = rl.GammaProver(planted, 10.0, n=20_000).score(None, None, responses)[0]
+    # 20k rollouts: standard error <= 0.0036; 5 standard errors
+    assert (mc - exact).abs().max() < 0.018
+    # two tokens short of the target: at least (10/24)^2 = 0.174; matched: 1; ended by EOS: 0
+    assert exact[2, 4] >= (10 / 24) ** 2 and mc[0, 5] == 1.0 and mc[1, 4] == 0.0
 
 
 TINY = ["--task", "planted", "--d-model", "32", "--n-layers", "1", "--iterations", "4", "--batch-size", "16",
@@ -133,7 +144,7 @@ def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, planted, capsy
     cfg = pav.parse_config(rl.RLConfig, TINY + ["--out", str(tmp_path)])
     rl.check(cfg)
     base, tok = tiny_llama(len(planted.tokenizer), seed=1), planted.tokenizer
-    scorer = rl.ExactProver(planted, 10.0)
+    scorer = rl.GammaProver(planted, 10.0, n=16)
 
     def run(out, iterations, resume):
         c = dataclasses.replace(cfg, iterations=iterations, resume=resume)

@@ -789,8 +789,9 @@ def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cf
 def verifier_settings(task, cfg):
     keys = ("n_problems", "n_cov", "n_mc", "first_pit", "verifier_steps", "verifier_batch", "verifier_lr", "prover",
             "temperature")
+    # every BoK(pi) prover is derived from the same Q^pi verifier: K does not change what is trained
     return {**policy_settings(task, cfg), **{k: getattr(cfg, k) for k in keys},
-            "prover": cfg.prover if prover_k(cfg) else os.path.abspath(cfg.prover)}
+            "prover": "bok" if prover_k(cfg) else os.path.abspath(cfg.prover)}
 
 
 def load_or_train_verifiers(model, task, tokenizer, cfg, device):

@@ -240,10 +240,10 @@ class LearnedPAV:
 
 
 def step_terms(scorer, problems, prompts, responses, reward_q):
-    """(N, H) per-step term of the reward, A^mu of each step (or Q^mu after it, for the control), 0 past the end.
-    problems: the problem of each response."""
+    """(N, H) per-step term of the reward, A^mu of each step (or Q^mu after it, for the control), 0 past the end,
+    and its mask (N, H). problems: the problem of each response."""
     q_pi, q_mu, a_mu, m, m_adv = scorer.score(problems, prompts, responses)
-    return (q_mu[:, 1:] * m_adv) if reward_q else a_mu
+    return ((q_mu[:, 1:] * m_adv) if reward_q else a_mu), m_adv
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,7 +265,9 @@ def evaluate(model, task, tokenizer, cfg, seed):
     return pav.accuracy(model, task, tokenizer, pav.eval_problems(task, cfg), cfg)
 
 
-def write_samples(path, it, tokenizer, table, prompts, responses, outcomes, step_term, rewards_per_step, k=3):
+def write_samples(path, it, tokenizer, table, prompts, responses, outcomes, step_term, alpha, group, k=3):
+    """A few responses of this iteration, step by step, with each step's A^mu and reward."""
+    rewards_per_step = (outcomes - loo_baseline(outcomes, group))[:, None] + alpha * step_term   # (N, H)
     with open(path, "a") as f:
         for i in range(min(k, len(responses))):
             f.write(f"--- iteration {it} | response {i} | Rex {outcomes[i]:.0f}\n{tokenizer.decode(prompts[i])}")
@@ -276,6 +278,45 @@ def write_samples(path, it, tokenizer, table, prompts, responses, outcomes, step
             f.write("\n")
 
 
+def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha):
+    """One iteration: `group` responses per problem, their per-step rewards, one gradient step. Returns the
+    diagnostics and the batch (for `write_samples`)."""
+    device = next(model.parameters()).device
+    ids, table = pav.special_ids(tokenizer), data.step_end_table(tokenizer, task.delimiter)
+    t0 = time.time()
+    prompts = [pav.prompt_ids(tokenizer, p) for p in problems for _ in range(cfg.group)]
+    row_problems = [p for p in problems for _ in range(cfg.group)]
+    model.eval()
+    r = pav.sample(model, [pav.prompt_ids(tokenizer, p) for p in problems], n=cfg.group,
+                   max_new_tokens=task.max_new_tokens, temperature=cfg.temperature, **ids)
+    y, y_mask = r.ids.cpu(), r.mask.cpu()                                 # (N, T)
+    responses = [row[:L] for row, L in zip(y.tolist(), y_mask.sum(-1).tolist())]
+    outcomes = torch.tensor([pav.outcome(task, tokenizer, p, resp) for p, resp in zip(row_problems, responses)])  # (N,)
+    steps = step_index(y, y_mask, table)                                  # (N, T)
+    n_steps = data.step_ends(y, y_mask, table).sum(-1)                    # (N,)
+    if alpha > 0:
+        term, valid = step_terms(scorer, row_problems, prompts, responses, cfg.reward_q)   # (N, H) x 2
+    else:   # ORM-RL: the outcome alone
+        term = torch.zeros(len(responses), int(n_steps.max()))
+        valid = torch.zeros(term.shape, dtype=torch.bool)
+    rewards = token_rewards(outcomes, term, steps, cfg.group, alpha)      # (N, T)
+    model.train()
+    logp = response_logprobs(model, prompts, y, y_mask, ids["pad_id"])   # (N, T)
+    with torch.no_grad():
+        ref = response_logprobs(base, prompts, y, y_mask, ids["pad_id"]) if cfg.kl > 0 else logp.detach()
+    mask = y_mask.to(device).float()                                      # (N, T)
+    loss = pg_loss(logp, ref, rewards.to(device), mask, cfg.kl)
+    pav.update(model, opt, None, loss)
+    r_t, n_tok = (ref - logp).detach(), mask.sum()
+    a = term[valid]
+    stats = {"loss": loss.item(), "reward": outcomes.mean().item(),
+             "adv_mean": float(a.mean()) if len(a) else 0.0, "adv_std": float(a.std()) if len(a) > 1 else 0.0,
+             "kl": float(((r_t.exp() - r_t - 1) * mask).sum() / n_tok), "entropy": float(-(logp.detach() * mask).sum() / n_tok),
+             "length": float(y_mask.sum(-1).float().mean()), "steps": float(n_steps.float().mean()),
+             "seconds": time.time() - t0}
+    return stats, (prompts, responses, outcomes, term)
+
+
 def run_settings(cfg, name, seed, gamma, alpha):
     skip = {"resume", "seeds", "gammas", "iterations"}   # a finished run can be resumed to run longer
     return {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip},
@@ -284,8 +325,7 @@ def run_settings(cfg, name, seed, gamma, alpha):
 
 def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None):
     """One RL run from the base policy. Returns its history; resumes from `out/<name>.pt` with --resume."""
-    device = next(base.parameters()).device
-    ids, table = pav.special_ids(tokenizer), data.step_end_table(tokenizer, task.delimiter)
+    table = data.step_end_table(tokenizer, task.delimiter)
     model = copy.deepcopy(base).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     settings = run_settings(cfg, name, seed, gamma, alpha)
@@ -305,44 +345,11 @@ def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None
     if start == 0:
         history["curve"].append({"iteration": 0, "responses": 0,
                                  "accuracy": evaluate(model, task, tokenizer, cfg, 1000 * seed)})
-    n_problems = cfg.batch_size // cfg.group
     for it in range(start + 1, cfg.iterations + 1):
         torch.manual_seed(1_000_003 * seed + it)   # every iteration seeds itself: a resumed run repeats exactly
-        rng = random.Random(1_000_003 * seed + it)
-        t0 = time.time()
-        problems = task.problems(n_problems, rng)
-        prompts = [pav.prompt_ids(tokenizer, p) for p in problems for _ in range(cfg.group)]
-        model.eval()
-        r = pav.sample(model, [pav.prompt_ids(tokenizer, p) for p in problems], n=cfg.group,
-                       max_new_tokens=task.max_new_tokens, temperature=cfg.temperature, **ids)
-        y, y_mask = r.ids.cpu(), r.mask.cpu()                             # (N, T)
-        responses = [row[:L] for row, L in zip(y.tolist(), y_mask.sum(-1).tolist())]
-        outcomes = torch.tensor([pav.outcome(task, tokenizer, problems[i // cfg.group], resp)
-                                 for i, resp in enumerate(responses)])    # (N,)
-        steps = step_index(y, y_mask, table)                           # (N, T)
-        if alpha > 0:
-            term = step_terms(scorer, [problems[i // cfg.group] for i in range(len(responses))], prompts,
-                              responses, cfg.reward_q)  # (N, H)
-        else:
-            term = torch.zeros(len(responses), int(steps.max()) + 1)
-        rewards = token_rewards(outcomes, term, steps, cfg.group, alpha)  # (N, T)
-        model.train()
-        logp = response_logprobs(model, prompts, y, y_mask, ids["pad_id"])   # (N, T)
-        with torch.no_grad():
-            ref = response_logprobs(base, prompts, y, y_mask, ids["pad_id"]) if cfg.kl > 0 else logp.detach()
-        mask = y_mask.to(device).float()
-        loss = pg_loss(logp, ref, rewards.to(device), mask, cfg.kl)
-        pav.update(model, opt, None, loss)
-        # diagnostics
-        n_tok = mask.sum()
-        r_t = (ref - logp).detach()
-        stats = {"iteration": it, "responses": it * cfg.batch_size, "loss": loss.item(), "reward": outcomes.mean().item(),
-                 "adv_mean": float(term[term != 0].mean()) if (term != 0).any() else 0.0,
-                 "adv_std": float(term[term != 0].std()) if (term != 0).sum() > 1 else 0.0,
-                 "kl": float(((r_t.exp() - r_t - 1) * mask).sum() / n_tok),
-                 "entropy": float(-(logp.detach() * mask).sum() / n_tok),
-                 "length": float(y_mask.sum(-1).float().mean()), "steps": float(steps.max(-1).values.float().mean() + 1),
-                 "seconds": time.time() - t0}
+        problems = task.problems(cfg.batch_size // cfg.group, random.Random(1_000_003 * seed + it))
+        stats, batch = policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
+        stats.update(iteration=it, responses=it * cfg.batch_size)
         line = (f"{name} iter {it}/{cfg.iterations} | resp {stats['responses']} | reward {stats['reward']:.3f} | "
                 f"adv {stats['adv_mean']:+.3f}±{stats['adv_std']:.3f} | kl {stats['kl']:.4f} | "
                 f"ent {stats['entropy']:.3f} | len {stats['length']:.1f} | steps {stats['steps']:.1f}")
@@ -355,9 +362,7 @@ def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None
         history["log"].append(stats)
         tqdm.write(line)
         if it % cfg.samples_every == 0:
-            per_step = (outcomes - loo_baseline(outcomes, cfg.group))[:, None] + alpha * term
-            write_samples(os.path.join(out, f"samples_{name}.txt"), it, tokenizer, table, prompts, responses, outcomes,
-                          term, per_step)
+            write_samples(os.path.join(out, f"samples_{name}.txt"), it, tokenizer, table, *batch, alpha, cfg.group)
         if it % cfg.ckpt_every == 0 or it == cfg.iterations:
             tmp = ckpt + ".tmp"
             torch.save({"settings": settings, "iteration": it, "model": model.state_dict(), "opt": opt.state_dict(),
@@ -434,12 +439,14 @@ def plot(results, path, early=False):
     plt.close(fig)
 
 
-def plot_sweep(sweep, path):
+def plot_sweep(sweep, orm_mean, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([s["gamma"] for s in sweep], [s["mean_accuracy"] for s in sweep], "o-")
+    ax.plot([s["gamma"] for s in sweep], [s["mean_accuracy"] for s in sweep], "o-", color="C1", label="PAV-RL")
+    ax.axhline(orm_mean, color="C0", ls="--", label="ORM-RL")
+    ax.legend()
     ax.set_xlabel(r"prover strength $\gamma$")
     ax.set_ylabel("accuracy averaged over the run")
     ax.set_title("Prover-strength sweep (cf. Fig. 3b)")
@@ -515,7 +522,7 @@ def main(argv=None):
             for g in gammas]
         results["sweep_orm_mean_accuracy"] = float(np.mean(
             [np.mean([c["accuracy"] for c in r["orm"]["curve"]]) for r in results["seeds"].values()]))
-        plot_sweep(results["sweep"], os.path.join(cfg.out, f"rl{tag}_gammas.png"))
+        plot_sweep(results["sweep"], results["sweep_orm_mean_accuracy"], os.path.join(cfg.out, f"rl{tag}_gammas.png"))
     # print the summary
     print(f"\nfinal held-out accuracy (mean over seeds {seeds}; min..max): " + ", ".join(
         f"{k} {results['final_accuracy'][k]:.3f} ({results['final_accuracy_spread'][k][0]:.3f}.."

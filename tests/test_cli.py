@@ -185,10 +185,3 @@ def test_help_lists_every_config_field_with_its_default(tmp_path):
         assert f"(default:{f.default})" in squeezed, (flag, entry)
         assert "".join(f.metadata["help"].split()) in squeezed, (flag, entry)
 
-
-def test_verifier_cache_key_ignores_k_of_a_bok_prover_but_not_the_data():
-    """Bo2 and Bo4 both come from the one Q^pi verifier: they share a cache; a change in the labels does not."""
-    task = pav.data.get_task("planted")
-    key = lambda **kw: pav.verifier_settings(task, pav.Config(task="planted", **kw))
-    assert key(prover="bo2") == key(prover="bo4")
-    assert key(prover="bo4", n_mc=8) != key(prover="bo4")

@@ -377,13 +377,14 @@ def test_verifier_settings_follow_every_training_setting(tmp_path, monkeypatch):
     base = pav.Config(task="arith")
     key = pav.verifier_settings(task, base)
     changed = [("n_problems", 100), ("n_cov", 3), ("n_mc", 8), ("first_pit", True), ("verifier_steps", 6),
-               ("verifier_batch", 8), ("verifier_lr", 1e-4), ("prover", "bo2"), ("temperature", 0.7), ("seed", 1),
+               ("verifier_batch", 8), ("verifier_lr", 1e-4), ("temperature", 0.7), ("seed", 1),
                ("d_model", 64), ("n_layers", 2)]
     for name, value in changed:
         assert pav.verifier_settings(task, dataclasses.replace(base, **{name: value})) != key, name
     # settings of the report and the prover table only: the cached verifiers are reused
+    # and K of a BoK prover: every BoK(pi) is derived from the same Q^pi verifier
     for name, value in [("alpha", 1.0), ("eval_mc", 8), ("eval_verifier_problems", 8), ("table_mc", 128),
-                        ("n_states", 8), ("ks", "1,2"), ("eval_problems", 64)]:
+                        ("n_states", 8), ("ks", "1,2"), ("eval_problems", 64), ("prover", "bo2")]:
         assert pav.verifier_settings(task, dataclasses.replace(base, **{name: value})) == key, name
     # a policy prover is keyed by its absolute path, wherever the run starts from
     (tmp_path / "mu").mkdir()

@@ -184,4 +184,3 @@ def test_help_lists_every_config_field_with_its_default(tmp_path):
         squeezed = "".join(entry.split())                  # argparse also breaks lines after hyphens
         assert f"(default:{f.default})" in squeezed, (flag, entry)
         assert "".join(f.metadata["help"].split()) in squeezed, (flag, entry)
-

@@ -78,8 +78,9 @@ class RLConfig(pav.Config):
     pass_problems: int = arg(128, "held-out problems of the Pass@N report")
     early_iteration: int = arg(-1, "also report Pass@N at this iteration (Fig. 3c); -1: task default "
                                    "(planted 100, arith none)")
-    advantages: str = arg("pav", "arith: where A^mu comes from: pav (the trained verifier) or mc (rl_mc fresh rollouts "
-                                 "of the base policy per prefix at every iteration: slow, close to exact)")
+    advantages: str = arg("pav", "where A^mu of mu = BoK(pi) comes from: pav (arith: the trained verifier; planted: the "
+                                 "gamma-prover) or mc (rl_mc fresh rollouts of the base policy per prefix at every "
+                                 "iteration: slow; with --prover bo1 on planted, the mu = pi control)")
     toy_mc: int = arg(128, "planted: prover rollouts per prefix for Q^mu (the paper: '>100'); 0: exact dynamic program")
     rl_mc: int = arg(32, "--advantages mc: rollouts per prefix (at least K of the BoK prover)")
     resume: bool = arg(False, "go on from the last checkpoint of each run instead of starting over")
@@ -119,8 +120,8 @@ def check(cfg):
         pav.fail(f"--advantages must be pav or mc, got {cfg.advantages!r}")
     if cfg.advantages == "mc" and (pav.prover_k(cfg) is None or cfg.rl_mc < pav.prover_k(cfg)):
         pav.fail("--advantages mc needs a BoK prover and --rl-mc at least K")
-    if cfg.task == "planted" and cfg.prover != "bo4":
-        pav.fail("--prover applies to arith; on planted the prover is the gamma-prover (--gammas)")
+    if cfg.task == "planted" and cfg.prover != "bo4" and cfg.advantages != "mc":
+        pav.fail("on planted the prover is the gamma-prover (--gammas); --prover boK needs --advantages mc there")
     return seeds, gammas
 
 
@@ -470,12 +471,11 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     task = data.get_task(cfg.task)
     base, tokenizer = pav.load_or_build_policy(task, cfg, device)
-    if task.name == "arith":
-        if cfg.advantages == "mc":
-            scorers = {None: MonteCarloProver(base, task, tokenizer, cfg, pav.prover_k(cfg), cfg.rl_mc)}
-        else:
-            verifiers, _ = pav.load_or_train_verifiers(base, task, tokenizer, cfg, device)
-            scorers = {None: LearnedPAV(pav.make_pav(verifiers, tokenizer, task, cfg))}
+    if cfg.advantages == "mc":   # BoK(pi) from fresh rollouts of the base policy (on planted: mu = pi with --prover bo1)
+        scorers = {None: MonteCarloProver(base, task, tokenizer, cfg, pav.prover_k(cfg), cfg.rl_mc)}
+    elif task.name == "arith":
+        verifiers, _ = pav.load_or_train_verifiers(base, task, tokenizer, cfg, device)
+        scorers = {None: LearnedPAV(pav.make_pav(verifiers, tokenizer, task, cfg))}
     else:
         scorers = {g: GammaProver(task, g, cfg.toy_mc) for g in gammas}
     results = {"task": cfg.task, "config": dataclasses.asdict(cfg), "seeds": {}, "early_iteration": cfg.early_iteration}

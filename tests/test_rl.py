@@ -203,6 +203,8 @@ def test_rl_script_end_to_end_then_resume(tmp_path):
     (["--resume"], "no checkpoint"),
     (["--batch-size", "10", "--group", "4"], "multiple of --group"),
     (["--seeds", "0,x"], "--seeds"),
+    (["--prover", "bo1"], "needs --advantages mc"),
+    (["--advantages", "mc", "--prover", "bo8", "--rl-mc", "4"], "--rl-mc at least K"),
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
     r = run_script(["--task", "planted", "--out", str(tmp_path / "out"), *args], tmp_path)

@@ -285,10 +285,11 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
     device = next(model.parameters()).device
     ids, table = pav.special_ids(tokenizer), data.step_end_table(tokenizer, task.delimiter)
     t0 = time.time()
-    prompts = [pav.prompt_ids(tokenizer, p) for p in problems for _ in range(cfg.group)]
+    encoded = [pav.prompt_ids(tokenizer, p) for p in problems]
+    prompts = [x for x in encoded for _ in range(cfg.group)]             # one per response: rows of a problem adjacent
     row_problems = [p for p in problems for _ in range(cfg.group)]
     model.eval()
-    r = pav.sample(model, [pav.prompt_ids(tokenizer, p) for p in problems], n=cfg.group,
+    r = pav.sample(model, encoded, n=cfg.group,
                    max_new_tokens=task.max_new_tokens, temperature=cfg.temperature, **ids)
     y, y_mask = r.ids.cpu(), r.mask.cpu()                                 # (N, T)
     responses = [row[:L] for row, L in zip(y.tolist(), y_mask.sum(-1).tolist())]

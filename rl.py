@@ -140,16 +140,19 @@ def step_index(ids, mask, table):
     return (ends.cumsum(-1) - ends).clamp(min=0)                          # (N, T): ends seen before token t
 
 
-def token_rewards(outcomes, step_term, steps, group, alpha):
-    """The reward of every response token: that of the step it belongs to.
-
-    outcomes (N,) Rex(y); step_term (N, H) A^mu(s_h, a_h) of each step (or Q^mu for the appendix-G control);
-    steps (N, T) each token's step. Returns (N, T).
-    """
+def step_rewards(outcomes, step_term, group, alpha):
+    """The reward of every step: outcomes (N,) Rex(y); step_term (N, H) A^mu(s_h, a_h) of each step (or Q^mu for the
+    appendix-G control). Returns (N, H)."""
     # Eq. 5: step h's reward is Q^pi(s_h, a_h) + alpha * A^mu(s_h, a_h), Q^pi estimated by the outcome Rex(y), from
-    # which the leave-one-out baseline is subtracted; only step h's own A^mu weights step h's tokens.
-    per_step = (outcomes - loo_baseline(outcomes, group))[:, None] + alpha * step_term   # (N, H)
-    return per_step.gather(1, steps.clamp(max=per_step.shape[1] - 1))                     # (N, T)
+    # which the leave-one-out baseline is subtracted
+    return (outcomes - loo_baseline(outcomes, group))[:, None] + alpha * step_term     # (N, H)
+
+
+def token_rewards(outcomes, step_term, steps, group, alpha):
+    """The reward of every response token: that of the step it belongs to (only step h's own A^mu weights step h's
+    tokens). steps (N, T) each token's step; returns (N, T)."""
+    per_step = step_rewards(outcomes, step_term, group, alpha)                          # (N, H)
+    return per_step.gather(1, steps.clamp(max=per_step.shape[1] - 1))                   # (N, T)
 
 
 def pg_loss(logp, ref_logp, rewards, mask, kl_coef):
@@ -268,7 +271,7 @@ def evaluate(model, task, tokenizer, cfg, seed):
 
 def write_samples(path, it, tokenizer, table, prompts, responses, outcomes, step_term, alpha, group, k=3):
     """A few responses of this iteration, step by step, with each step's A^mu and reward."""
-    rewards_per_step = (outcomes - loo_baseline(outcomes, group))[:, None] + alpha * step_term   # (N, H)
+    rewards_per_step = step_rewards(outcomes, step_term, group, alpha)                  # (N, H)
     with open(path, "a") as f:
         for i in range(min(k, len(responses))):
             f.write(f"--- iteration {it} | response {i} | Rex {outcomes[i]:.0f}\n{tokenizer.decode(prompts[i])}")

@@ -17,6 +17,9 @@ Two tasks, both small enough to learn on a laptop CPU in minutes:
   Demonstrations make an error in each line's result with probability `p_err`; the error is carried forward, so
   a policy warm-started on them errs at every depth and its accuracy is low but far from zero.
 
+Real problems come from JSON lines files in GSM8K's or MATH's layout (`FileTask`, `load_problems`); their outcome
+check extracts the final answer and compares it the way those benchmarks do (`extract_answer`, `answers_match`).
+
 Run `python data.py --task arith` to print a few demonstrations.
 
 Differences from the paper:
@@ -29,8 +32,12 @@ Differences from the paper:
 """
 
 import argparse
+import hashlib
 import json
+import math
+import os
 import random
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -92,21 +99,31 @@ class CharTokenizer:
 def step_end_table(tokenizer, delimiter):
     """THE step rule, used by every stage: a step ends after any token whose text contains `delimiter`, or after EOS.
 
-    `delimiter=None` makes every token a step (the `planted` task). Returns a bool lookup table (V,), so the
-    rollout engine can stop steps with one gather. A response that hits the length limit also ends its last step
-    (see `step_ends`).
+    `delimiter=None` makes every token a step (the `planted` task). A token's text is what it decodes to, so a
+    byte-level BPE's "Ċ" counts as "\n". Returns a bool lookup table (V,), so the rollout engine can stop steps with
+    one gather. A response that hits the length limit also ends its last step (see `step_ends`).
     """
+    key = (id(tokenizer), delimiter)
+    if key in _TABLES and _TABLES[key][0] is tokenizer:   # decoding a 150k vocabulary takes a while: once per tokenizer
+        return _TABLES[key][1]
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token, so a response could never end")
     vocab = len(tokenizer)
     table = torch.zeros(vocab, dtype=torch.bool)                          # (V,)
     if delimiter is None:
         table[:] = True
     else:
-        tokens = tokenizer.convert_ids_to_tokens(list(range(vocab)))
-        table[[i for i, t in enumerate(tokens) if t is not None and delimiter in t]] = True
+        texts = [tokenizer.decode([i]) for i in range(vocab)]
+        table[[i for i, t in enumerate(texts) if delimiter in t]] = True
         if not table.any():
-            raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}")
+            raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}, so no step could "
+                             "ever end; choose another with --step-delimiter")
     table[tokenizer.eos_token_id] = True
+    _TABLES[key] = (tokenizer, table)
     return table
+
+
+_TABLES = {}
 
 
 def step_ends(ids, mask, table):
@@ -125,8 +142,9 @@ def step_ends(ids, mask, table):
 
 @dataclass
 class Problem:
-    prompt: str    # the problem text x (empty for `planted`: the BOS token alone starts the response)
-    answer: str    # what the outcome check compares against (the hidden target for `planted`)
+    prompt: str          # the problem text x (empty for `planted`: the BOS token alone starts the response)
+    answer: str          # what the outcome check compares against (the hidden target for `planted`)
+    chat: bool = False   # a user message, wrapped in the tokenizer's chat template if it has one (see pav.prompt_ids)
 
 
 class Planted:
@@ -152,6 +170,9 @@ class Planted:
                     continue
                 seq = self.target[:k] + [a]
                 self.delta[k, a] = max(j for j in range(L + 1) if j <= len(seq) and seq[len(seq) - j:] == self.target[:j])
+
+    def settings(self):   # what a policy trained on this task depends on
+        return {"target": self.target}
 
     def problems(self, n, rng, split="train"):
         return [Problem("", self.answer) for _ in range(n)]   # one problem: the split is over samples
@@ -241,6 +262,9 @@ class Arith:
         self.tokenizer = CharTokenizer("0123456789+-=:QA\n")
         self.max_new_tokens = 6 * n_ops + 3 + 1                           # lines "a+b=c\n", "A:d", EOS
 
+    def settings(self):
+        return {"n_ops": self.n_ops, "p_err": self.p_err}
+
     def problems(self, n, rng, split="train"):
         """n random problems of one split. A problem is held out ("test") iff the CRC32 of its text is 0 mod 5:
         a fixed split by problem, so no training stage ever sees a test problem, whatever the run's sizes."""
@@ -280,6 +304,181 @@ class Arith:
     def demonstrations(self, n, rng, p_err=None):
         p_err = self.p_err if p_err is None else p_err
         return [(p.prompt, self.solution(p, p_err, rng)) for p in self.problems(n, rng)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Real data: GSM8K- and MATH-style JSON lines, and final-answer checking the way those benchmarks do it
+
+def last_boxed(text):
+    r"""The contents of the last \boxed{...} (or \fbox{...}) in `text`, nested braces included; None if there is none
+    or its braces never close. `\boxed 5` (no braces) gives "5"."""
+    i = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if i < 0:
+        return None
+    rest = text[i + len("\\boxed" if text.startswith("\\boxed", i) else "\\fbox"):]
+    if rest.startswith(" "):
+        return rest.strip().split("$")[0].split()[0] if rest.strip() else None
+    if not rest.startswith("{"):
+        return None
+    depth = 0
+    for k, c in enumerate(rest):
+        depth += (c == "{") - (c == "}")
+        if depth == 0:
+            return rest[1:k]
+    return None
+
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+
+
+def extract_answer(text):
+    r"""The final answer a solution states: the last \boxed{...}; else what follows the last "####" (GSM8K); else
+    what follows the last "answer is" (with or without a colon); else the last number in the text. None if none."""
+    boxed = last_boxed(text)
+    if boxed is not None:
+        return boxed
+    for marker in ("####", "answer is"):
+        i = text.rfind(marker)
+        if i >= 0:
+            found = text[i + len(marker):].lstrip(" :").split("\n")[0].strip()
+            if found:
+                return found
+    numbers = NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def normalize_answer(text):
+    r"""Light normalisation of a final answer before comparison: LaTeX spacing, \left/\right, dfrac/tfrac, degrees,
+    dollars, percent, units in \text{ ...}, a "x =" in front, thousands separators, spaces, a trailing period."""
+    s = text.strip()
+    s = re.sub(r"\\text\{\s+[^{}]*\}", "", s)                              # units: "5 \text{ cm}"
+    s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}", r"\1", s)
+    for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\ ", ""),
+                     ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^{\\circ}", ""), ("^\\circ", ""),
+                     ("\\$", ""), ("$", ""), ("\\%", ""), ("%", "")):
+        s = s.replace(old, new)
+    s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s)                                 # "x = 5" -> "5"
+    s = s.replace(" ", "").rstrip(".")
+    while re.search(r"(\d),(\d{3})(?!\d)", s):                              # 1,234,567 -> 1234567
+        s = re.sub(r"(\d),(\d{3})(?!\d)", r"\1\2", s)
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)                    # \frac12 -> \frac{1}{2}
+    return s
+
+
+def as_number(s):
+    r"""A normalised answer as a float when it is a plain number, a/b, or \frac{a}{b} (with a sign); else None."""
+    m = re.fullmatch(r"(-?)\\frac\{(-?[\d.]+)\}\{(-?[\d.]+)\}|(-?[\d.]+)/(-?[\d.]+)|([-+]?[\d.]+)", s)
+    try:
+        if m is None:
+            return None
+        if m.group(2) is not None:
+            return (-1 if m.group(1) else 1) * float(m.group(2)) / float(m.group(3))
+        if m.group(4) is not None:
+            return float(m.group(4)) / float(m.group(5))
+        return float(m.group(6))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def answers_match(pred, gold):
+    r"""Whether a predicted final answer (None: the response stated none) equals the reference one: the same string
+    after `normalize_answer`, or the same number (5 = 5.00 = 10/2, 0.5 = \frac{1}{2}) to a relative 1e-6."""
+    if pred is None or gold is None:
+        return False
+    a, b = normalize_answer(pred), normalize_answer(gold)
+    if a == b:
+        return True
+    x, y = as_number(a), as_number(b)
+    return x is not None and y is not None and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9)
+
+
+LAYOUTS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}
+
+
+def load_problems(path):
+    """A JSON lines file of problems in GSM8K's layout ({"question", "answer": "... #### 72"}) or MATH's
+    ({"problem", "solution": "... \boxed{72} ..."}): a list of (question, reference solution, final answer).
+    Raises ValueError naming the file and line of the first problem."""
+    if not os.path.isfile(path):
+        raise ValueError(f"data file {path} does not exist")
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON object ({e.msg}); the file must be JSON lines") from None
+            layout = next((k for k, (q, a) in LAYOUTS.items() if isinstance(row, dict) and q in row and a in row), None)
+            if layout is None:
+                raise ValueError(f"{path}:{n}: a line needs the fields question and answer (GSM8K) or problem and "
+                                 f"solution (MATH), got {sorted(row) if isinstance(row, dict) else type(row).__name__}")
+            q, a = (row[k] for k in LAYOUTS[layout])
+            if not isinstance(a, str):
+                final = None
+            elif layout == "math":
+                final = last_boxed(a)
+            else:
+                final = a.rsplit("####", 1)[1].strip() if "####" in a else None
+            final = final or None
+            if not isinstance(q, str) or final is None:
+                raise ValueError(f"{path}:{n}: no final answer in the {LAYOUTS[layout][1]} (GSM8K ends it with "
+                                 "'#### <answer>', MATH puts it in \\boxed{...})")
+            out.append((q, a, final))
+    if not out:
+        raise ValueError(f"data file {path} has no problems")
+    return out
+
+
+class FileTask:
+    """Problems from JSON lines files (see `load_problems`); the outcome check compares final answers (`answers_match`).
+
+    `path` holds the training problems. Held-out problems come from `eval_path`, or, without one, are the problems
+    of `path` whose question's CRC32 is 0 mod 5 (the fixed split by problem that `arith` uses too).
+    """
+
+    name = "data"
+
+    def __init__(self, path, eval_path=None, delimiter="\n", max_new_tokens=320):
+        self.delimiter, self.max_new_tokens, self.tokenizer = delimiter, max_new_tokens, None
+        pool = load_problems(path)
+        if eval_path:
+            self.train, self.test = pool, load_problems(eval_path)
+        else:
+            held = [zlib.crc32(q.encode()) % 5 == 0 for q, _, _ in pool]
+            self.train = [p for p, h in zip(pool, held) if not h]
+            self.test = [p for p, h in zip(pool, held) if h]
+            if not self.train or not self.test:
+                raise ValueError(f"{path}: its {len(pool)} problems leave the train or the held-out split empty; "
+                                 "pass the held-out problems with --eval-data")
+        self.files = {"data": digest(path), "eval_data": digest(eval_path) if eval_path else None}
+
+    def settings(self):   # what a policy's training data depends on (the held-out file is not part of it)
+        return {"data": self.files["data"], "delimiter": self.delimiter, "max_new_tokens": self.max_new_tokens}
+
+    def prompt(self, question):
+        where = "on its own line" if self.delimiter == "\n" else f"followed by {self.delimiter!r}"
+        return (f"Solve the problem step by step. Write each step {where}, and put the final answer in "
+                f"\\boxed{{}}.\n\nProblem: {question}\n\nSolution:\n")
+
+    def problems(self, n, rng, split="train"):
+        """n training problems (drawn without replacement while the file lasts, then again), or up to n held-out ones."""
+        pool = self.train if split == "train" else self.test
+        if split != "train":
+            return [Problem(self.prompt(q), a, chat=True) for q, _, a in rng.sample(pool, min(n, len(pool)))]
+        picks = []
+        while len(picks) < n:
+            picks += rng.sample(pool, min(n - len(picks), len(pool)))
+        return [Problem(self.prompt(q), a, chat=True) for q, _, a in picks]
+
+    def check(self, problem, response):
+        return float(answers_match(extract_answer(response), problem.answer))
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()[:12]
 
 
 TASKS = {"planted": Planted, "arith": Arith}

@@ -2,6 +2,7 @@
 
     python pav.py --task arith                 # CPU, under 10 minutes from nothing cached
     python pav.py --task planted               # the paper's toy task (section 3.3)
+    python pav.py --model DIR --data train.jsonl --eval-data test.jsonl   # your causal LM on GSM8K/MATH-style files
 
 What it does, top to bottom:
 1. builds (first run) or loads (later runs) the base policy pi: a tiny Llama built from a config and warm-started by
@@ -67,6 +68,17 @@ class Config:
     seed: int = arg(0, "random seed; a run repeats exactly with the same seed on CPU")
     out: str = arg("", "output directory; empty means runs/<task>")
     temperature: float = arg(1.0, "sampling temperature of every rollout")
+    # real models and data (a GPU is advised; see the README's recipe)
+    model: str = arg("", "a local causal-LM directory (or hub name) to use as the base policy as it is; empty: the "
+                         "embedded tiny Llama, built and warm-started by us")
+    verifier_model: str = arg("", "backbone of the verifiers (it must share the policy's tokenizer); empty: the policy")
+    data: str = arg("", "JSON lines of problems, GSM8K layout (question, answer '... #### 72') or MATH layout "
+                        "(problem, solution with \\boxed{}); replaces --task and needs --model")
+    eval_data: str = arg("", "held-out problems in the same layouts; empty: 1 in 5 problems of --data, by question")
+    step_delimiter: str = arg("\\n", "with --data: the text that ends a step (\\n: a newline)")
+    max_new_tokens: int = arg(320, "with --data: the longest response, in tokens")
+    micro_batch_size: int = arg(0, "rows per forward and backward pass in training and scoring (gradients "
+                                   "accumulate, results do not change); 0: the whole batch at once")
     # base policy
     d_model: int = arg(128, "hidden size of the embedded Llama policy")
     n_layers: int = arg(5, "layers of the embedded Llama policy")
@@ -125,12 +137,27 @@ def int_list(text, name):
     return values
 
 
-def check_config(cfg):
-    if cfg.task not in data.TASKS:
+def resolve_task(cfg):
+    """--data replaces --task (cfg.task becomes "data"); an unknown task or a bad combination fails here."""
+    if cfg.data:
+        if cfg.task not in ("arith", "data"):
+            fail(f"--data replaces --task; drop --task {cfg.task}")
+        if not cfg.model:
+            fail("--data needs --model: the embedded policy is built for the toy tasks only")
+        cfg.task = "data"
+    elif cfg.task not in data.TASKS:
         fail(f"unknown task {cfg.task!r}; choose from {', '.join(data.TASKS)}")
+    if cfg.eval_data and not cfg.data:
+        fail("--eval-data needs --data")
+    if cfg.model and cfg.task == "planted":
+        fail("planted is defined over its own 15 tokens; --model works with arith or --data")
+
+
+def check_config(cfg):
+    resolve_task(cfg)
     for name in ("n_mc", "n_states", "n_actions", "table_mc", "eval_problems", "batch_rows", "sft_batch", "d_model",
                  "n_layers", "n_problems", "n_cov", "verifier_steps", "verifier_batch", "eval_verifier_problems",
-                 "eval_mc"):
+                 "eval_mc", "max_new_tokens"):
         if getattr(cfg, name) <= 0:
             fail(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
     if not cfg.temperature > 0:
@@ -151,8 +178,47 @@ def check_config(cfg):
         fail(f"--gammas must be a comma-separated list of numbers, got {cfg.gammas!r}")
     if any(not g > 0 for g in gammas):
         fail(f"--gammas entries must be positive, got {cfg.gammas!r}")
-    cfg.out = cfg.out or os.path.join("runs", cfg.task)
+    if cfg.micro_batch_size < 0:
+        fail(f"--micro-batch-size must be 0 (whole batches) or positive, got {cfg.micro_batch_size}")
+    name = os.path.splitext(os.path.basename(cfg.data))[0] if cfg.data else cfg.task
+    cfg.out = cfg.out or os.path.join("runs", name)
+    try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
+        task = make_task(cfg)
+        if cfg.model:
+            tokenizer = load_tokenizer(cfg.model)
+            data.step_end_table(tokenizer, task.delimiter)
+            if cfg.verifier_model and load_tokenizer(cfg.verifier_model).get_vocab() != tokenizer.get_vocab():
+                raise ValueError(f"--verifier-model {cfg.verifier_model} has another tokenizer than --model "
+                                 f"{cfg.model}; the verifier reads the policy's tokens, so they must be the same")
+    except ValueError as e:
+        fail(str(e))
     return ks, gammas
+
+
+def make_task(cfg):
+    if cfg.task != "data":
+        return data.get_task(cfg.task)
+    delimiter = cfg.step_delimiter.replace("\\n", "\n").replace("\\t", "\t")   # typed as \n on the command line
+    return data.FileTask(cfg.data, cfg.eval_data or None, delimiter, cfg.max_new_tokens)
+
+
+def load_tokenizer(path):
+    """A model directory's tokenizer; without a padding token, EOS pads (every mask in this code says what is real)."""
+    from transformers import AutoTokenizer
+    if not (os.path.isdir(path) or "/" in path):
+        raise ValueError(f"{path} is not a model directory")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{path} is not a model directory: it has no config.json")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:   # transformers raises many kinds here (OSError, ValueError, TypeError, ...)
+        raise ValueError(f"{path} has no tokenizer that AutoTokenizer can load ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {path} has no EOS token, so a response could never end")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,17 +413,26 @@ def encode_pairs(tokenizer, pairs, device):
     return ids.to(device), loss_mask.to(device)
 
 
-def update(model, opt, sched, loss):
-    """One optimizer step on `loss`, gradients clipped to norm 1; `sched` (or None) steps the learning rate."""
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+def update(model, opt, sched, loss=None):
+    """One optimizer step on `loss` (None: on gradients already accumulated by micro-batches), gradients clipped to
+    norm 1; `sched` (or None) steps the learning rate. Gradients are cleared afterwards."""
+    if loss is not None:
+        loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     if sched is not None:
         sched.step()
+    opt.zero_grad(set_to_none=True)
 
 
-def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_early=None, warmup=100):
+def micro_batches(n, size):
+    """Slices of at most `size` rows covering range(n); size 0 means one slice. A loss over a batch is the sum of its
+    micro-batches' losses, each weighted by its share, so accumulating their gradients changes nothing."""
+    size = size or n
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
+def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_early=None, warmup=100, micro_batch=0):
     """Supervised warm start: cross-entropy on response tokens, AdamW, linear warm-up then cosine decay.
     `stop_early(step)` is called every 50 steps and ends training when it returns True."""
     device = next(model.parameters()).device
@@ -371,12 +446,17 @@ def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_earl
     for step in bar:
         idx = torch.randint(len(ids), (batch_size,), generator=g).to(device)
         x, m = ids[idx], loss_mask[idx]                                   # (b, L)
-        with autocast(device):
-            logits = model(input_ids=x[:, :-1]).logits.float()            # (b, L-1, V)
-        loss = F.cross_entropy(logits[m[:, 1:]], x[:, 1:][m[:, 1:]])
-        update(model, opt, sched, loss)
+        n_tok, total = m[:, 1:].sum(), 0.0
+        for part in micro_batches(len(x), micro_batch):
+            xp, mp = x[part], m[part, 1:]
+            with autocast(device):
+                logits = model(input_ids=xp[:, :-1]).logits.float()       # (b, L-1, V)
+            loss = F.cross_entropy(logits[mp], xp[:, 1:][mp]) * (mp.sum() / n_tok)
+            loss.backward()
+            total += loss.item() if step % 25 == 0 else 0.0
+        update(model, opt, sched)
         if step % 25 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{total:.3f}")
         if stop_early is not None and (step + 1) % 50 == 0:
             model.eval()
             stop = stop_early(step + 1)
@@ -396,7 +476,7 @@ def warm_start(task, tokenizer, cfg, device):
         # Paper: 3,200 samples of the gamma = 5 procedural policy (it trains a MADE MLP for 50 iterations; our
         # transformer needs more passes over the same samples to match their distribution).
         sft(model, tokenizer, task.demonstrations(3200, rng), steps=500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
-            seed=cfg.seed, desc="warm start")
+            seed=cfg.seed, desc="warm start", micro_batch=cfg.micro_batch_size)
         return model
     # arith: clean solutions until greedy accuracy is high (the mod-10 lookup is learned suddenly), then a short
     # pass over noisy ones, which leaves a policy that errs at every depth.
@@ -408,22 +488,32 @@ def warm_start(task, tokenizer, cfg, device):
         tqdm.write(f"  clean warm start: step {step} | greedy accuracy {acc:.3f}")
         return step >= 300 and acc >= 0.95
     sft(model, tokenizer, clean_pairs(60_000), steps=1500, lr=cfg.sft_lr, batch_size=cfg.sft_batch, seed=cfg.seed,
-        desc="warm start (clean)", stop_early=learned)
+        desc="warm start (clean)", stop_early=learned, micro_batch=cfg.micro_batch_size)
     noisy = task.demonstrations(20_000, rng)
     sft(model, tokenizer, noisy, steps=250, lr=1e-3, batch_size=cfg.sft_batch, seed=cfg.seed + 1,
-        desc="warm start (noisy)", warmup=1)
+        desc="warm start (noisy)", warmup=1, micro_batch=cfg.micro_batch_size)
     return model
 
 
 def policy_settings(task, cfg):
-    """Everything the base policy depends on: a cached policy is reused only if these match."""
-    extra = {"n_ops": task.n_ops, "p_err": task.p_err} if task.name == "arith" else {"target": task.target}
+    """Everything the base policy depends on: a cached policy (and what was computed with it) is reused only if
+    these match."""
+    extra = task.settings()
+    if cfg.model:
+        return {"version": 2, "task": task.name, "model": os.path.abspath(cfg.model), **extra}
     return {"version": 2, "task": task.name, "seed": cfg.seed, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
             "sft_batch": cfg.sft_batch, "sft_lr": cfg.sft_lr, **extra}
 
 
 def load_or_build_policy(task, cfg, device):
-    """runs/<task>/policy/: loaded when it was built with the same settings, built (and saved) otherwise."""
+    """`--model PATH`: that model and its tokenizer, as they are. Otherwise runs/<task>/policy/: loaded when it was
+    built with the same settings, built (and saved) otherwise."""
+    if cfg.model:
+        print(f"loading the base policy from {cfg.model}")
+        tokenizer = load_tokenizer(cfg.model)
+        model = AutoModelForCausalLM.from_pretrained(cfg.model).to(device).eval()
+        task.tokenizer = tokenizer
+        return model, tokenizer
     path, settings = os.path.join(cfg.out, "policy"), policy_settings(task, cfg)
     meta = os.path.join(path, "settings.json")
     if os.path.exists(meta) and json.load(open(meta)) == settings:
@@ -441,6 +531,31 @@ def load_or_build_policy(task, cfg, device):
     return model, task.tokenizer
 
 
+def memory_estimate(model, task, tokenizer, cfg, device, train_batch):
+    """A rough estimate, in GB, of the device memory that the chosen sizes need, printed before the long work.
+
+    Trained weights take 16 bytes a parameter (fp32 weights and gradients, AdamW's two moments); frozen copies (the
+    start policy that the KL term reads, the verifiers at use time) 4 each; the KV cache of `--batch-rows` sequences
+    of the longest length 2 * layers * kv_heads * head_dim values a token; a training micro-batch its activations
+    (about 20 values a hidden unit a layer) and its fp32 logits and log-probs over the vocabulary.
+    """
+    c = model.config.get_text_config()
+    n = sum(p.numel() for p in model.parameters())
+    heads = c.num_attention_heads
+    kv_heads, head_dim = getattr(c, "num_key_value_heads", None) or heads, getattr(c, "head_dim", None) or c.hidden_size // heads
+    value = 2 if device.type == "cuda" else 4                             # bf16 under autocast on CUDA
+    prompt = max(len(prompt_ids(tokenizer, p)) for p in eval_problems(task, cfg)[:64])
+    L, rows = prompt + task.max_new_tokens, cfg.micro_batch_size or train_batch
+    gb = {"trained weights": 16 * n, "frozen copies (x3)": 3 * 4 * n,
+          "KV cache": cfg.batch_rows * L * c.num_hidden_layers * 2 * kv_heads * head_dim * value,
+          "micro-batch activations": rows * L * (20 * c.hidden_size * c.num_hidden_layers * value + 8 * len(tokenizer))}
+    gb = {k: v / 2**30 for k, v in gb.items()}
+    print(f"memory estimate ({n / 1e6:.0f}M parameters, sequences up to {L} tokens, {rows} rows a training pass, "
+          f"--batch-rows {cfg.batch_rows}): " + ", ".join(f"{k} {v:.1f} GB" for k, v in gb.items()) +
+          f"; at most {sum(gb.values()):.1f} GB (lower --micro-batch-size or --batch-rows to fit)")
+    return gb
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Outcomes: roll out, decode, check
 
@@ -451,6 +566,12 @@ def eval_problems(task, cfg):
 
 
 def prompt_ids(tokenizer, problem):
+    """The prompt's token ids. A problem from a data file is a user message: with a tokenizer that has a chat
+    template (an instruction model), it is wrapped in that template, which adds its own BOS."""
+    if problem.chat and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
     return tokenizer.encode(problem.prompt, add_special_tokens=True)
 
 
@@ -636,7 +757,7 @@ class Verifier(torch.nn.Module):
         self.lm = lm                                                      # any causal LM; its LM head is unused
         # A random (not zero) head: with a zero head the backbone gets no gradient at first, and on `arith` training
         # then stalls at a constant prediction (measured: line-correctness accuracy 47% with zeros, 88% without).
-        self.head = torch.nn.Linear(lm.config.hidden_size, 1)
+        self.head = torch.nn.Linear(lm.config.get_text_config().hidden_size, 1)
 
     def forward(self, ids, mask):
         h = self.lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state   # (B, L, D)
@@ -687,17 +808,17 @@ def predict_q(verifier, tokenizer, prompts, responses, table, batch=256):
 class PAV:
     """The helpers that search and RL call: per-step Q_hat^pi, Q_hat^mu, A_hat^mu and the effective reward."""
 
-    def __init__(self, pqm, tokenizer, table, k=None, q_mu=None):
+    def __init__(self, pqm, tokenizer, table, k=None, q_mu=None, batch=256):
         assert (k is None) != (q_mu is None), "a prover is BoK(pi) or a verifier of its own"
-        self.pqm, self.tokenizer, self.table, self.k, self.q_mu = pqm, tokenizer, table, k, q_mu
+        self.pqm, self.tokenizer, self.table, self.k, self.q_mu, self.batch = pqm, tokenizer, table, k, q_mu, batch
 
     def score(self, prompts, responses):
         """Returns q_pi (B, H+1), q_mu (B, H+1), a_mu (B, H), and the masks (B, H+1), (B, H)."""
-        q_pi, m = predict_q(self.pqm, self.tokenizer, prompts, responses, self.table)
+        q_pi, m = predict_q(self.pqm, self.tokenizer, prompts, responses, self.table, self.batch)
         if self.k is not None:
             q_mu = bok_closed(q_pi, self.k) * m                  # Q^{BoK} = 1 - (1 - Q^pi)^K from the PQM
         else:
-            q_mu, _ = predict_q(self.q_mu, self.tokenizer, prompts, responses, self.table)
+            q_mu, _ = predict_q(self.q_mu, self.tokenizer, prompts, responses, self.table, self.batch)
         return q_pi, q_mu, advantages(q_mu) * m[:, 1:], m, m[:, 1:]
 
 
@@ -744,16 +865,21 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
     bar = tqdm(range(cfg.verifier_steps), desc=desc, leave=False)
     for step in bar:
         rows = torch.randint(len(ids), (cfg.verifier_batch,), generator=g)   # (b,) responses
-        L = int(pos[rows].max()) + 1
-        with autocast(device):
-            logits = verifier(ids[rows, :L].to(device), mask[rows, :L].to(device))       # (b, L)
-        pred = logits.float().gather(1, pos[rows].to(device))            # (b, H+1)
-        w = weight[rows].to(device)                                       # (b, H+1), 0 where unlabelled
-        bce = F.binary_cross_entropy_with_logits(pred, labels[rows].to(device), reduction="none")
-        loss = (w * bce).sum() / w.sum().clamp_min(1e-8)
-        update(verifier, opt, sched, loss)
+        W, total = weight[rows].sum().clamp_min(1e-8), 0.0
+        for part in micro_batches(len(rows), cfg.micro_batch_size):
+            r = rows[part]
+            L = int(pos[r].max()) + 1
+            with autocast(device):
+                logits = verifier(ids[r, :L].to(device), mask[r, :L].to(device))       # (b, L)
+            pred = logits.float().gather(1, pos[r].to(device))           # (b, H+1)
+            w = weight[r].to(device)                                      # (b, H+1), 0 where unlabelled
+            bce = F.binary_cross_entropy_with_logits(pred, labels[r].to(device), reduction="none")
+            loss = (w * bce).sum() / W.to(device)
+            loss.backward()
+            total += loss.item() if step % 25 == 0 else 0.0
+        update(verifier, opt, sched)
         if step % 25 == 0:
-            bar.set_postfix(bce=f"{loss.item():.4f}")
+            bar.set_postfix(bce=f"{total:.4f}")
     return verifier.eval()
 
 
@@ -790,7 +916,8 @@ def verifier_settings(task, cfg):
     keys = ("n_problems", "n_cov", "n_mc", "first_pit", "verifier_steps", "verifier_batch", "verifier_lr", "prover",
             "temperature")
     # every BoK(pi) prover is derived from the same Q^pi verifier: K does not change what is trained
-    return {**policy_settings(task, cfg), **{k: getattr(cfg, k) for k in keys},
+    extra = {"verifier_model": os.path.abspath(cfg.verifier_model)} if cfg.verifier_model else {}
+    return {**policy_settings(task, cfg), **{k: getattr(cfg, k) for k in keys}, **extra,
             "prover": "bok" if prover_k(cfg) else os.path.abspath(cfg.prover)}
 
 
@@ -818,16 +945,18 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device):
     last = torch.zeros(R, counts.shape[1], dtype=torch.bool)
     last[torch.arange(R), ends] = True
     outcomes = torch.tensor([outcome(task, tokenizer, problems[i], y) for i, y in zip(index, responses)])
+    def backbone():   # the policy's copy, or --verifier-model
+        lm = AutoModelForCausalLM.from_pretrained(cfg.verifier_model) if cfg.verifier_model else copy.deepcopy(model)
+        return Verifier(lm).to(device)
     for name, labels, mask in [("orm", outcomes[:, None] * last, last), ("pqm", soft, labelled)]:
         torch.manual_seed(cfg.seed)
-        verifiers[name] = train_verifier(Verifier(copy.deepcopy(model)).to(device), tokenizer, prompts, responses,
-                                         labels, mask, table, cfg, desc=name)
+        verifiers[name] = train_verifier(backbone(), tokenizer, prompts, responses, labels, mask, table, cfg, desc=name)
     if "q_mu" in names:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
         mu = AutoModelForCausalLM.from_pretrained(cfg.prover).to(device).eval()
         counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, desc="labels under mu")
         torch.manual_seed(cfg.seed)
-        verifiers["q_mu"] = train_verifier(Verifier(copy.deepcopy(model)).to(device), tokenizer, prompts, responses,
-                                           counts_mu / cfg.n_mc, labelled_mu, table, cfg, desc="q_mu")
+        verifiers["q_mu"] = train_verifier(backbone(), tokenizer, prompts, responses, counts_mu / cfg.n_mc,
+                                           labelled_mu, table, cfg, desc="q_mu")
     for name, v in verifiers.items():
         v.save(os.path.join(path, name))
     json.dump(settings, open(os.path.join(path, "settings.json"), "w"), indent=1)
@@ -837,7 +966,8 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device):
 
 def make_pav(verifiers, tokenizer, task, cfg):
     table = data.step_end_table(tokenizer, task.delimiter)
-    return PAV(verifiers["pqm"], tokenizer, table, k=prover_k(cfg), q_mu=verifiers.get("q_mu"))
+    return PAV(verifiers["pqm"], tokenizer, table, k=prover_k(cfg), q_mu=verifiers.get("q_mu"),
+               batch=cfg.micro_batch_size or 256)
 
 
 def pearson(x, y):
@@ -850,7 +980,7 @@ def verifier_report(model, verifiers, task, tokenizer, cfg, device):
     problems = task.problems(cfg.eval_verifier_problems, random.Random(40_000 + cfg.seed), split="test")
     # The held-out labels depend only on the policy and these sizes: computed once, then read from disk.
     settings = {**policy_settings(task, cfg), "problems": cfg.eval_verifier_problems, "eval_mc": cfg.eval_mc,
-                "temperature": cfg.temperature}
+                "temperature": cfg.temperature, **({"eval_data": task.files["eval_data"]} if cfg.data else {})}
     path = os.path.join(cfg.out, "held_out_labels.pt")
     cached = torch.load(path) if os.path.exists(path) else None
     if cached is not None and cached["settings"] == settings:
@@ -871,7 +1001,7 @@ def verifier_report(model, verifiers, task, tokenizer, cfg, device):
                                desc="held-out labels under mu")[0] / cfg.eval_mc
     pav = make_pav(verifiers, tokenizer, task, cfg)
     q_pi, q_mu, a_mu, m_pred, m_adv = pav.score(prompts, responses)
-    q_orm = predict_q(verifiers["orm"], tokenizer, prompts, responses, pav.table)[0]
+    q_orm = predict_q(verifiers["orm"], tokenizer, prompts, responses, pav.table, pav.batch)[0]
     m, m_adv = m & m_pred, (m & m_pred)[:, 1:] & (m & m_pred)[:, :-1]
 
     def metrics(pred, label):
@@ -922,8 +1052,10 @@ def main(argv=None):
     ks, gammas = check_config(cfg)
     device, dtype = pick_device()
     print(f"device {device} | dtype {dtype} | task {cfg.task} | seed {cfg.seed} | out {cfg.out}")
-    task = data.get_task(cfg.task)
+    task = make_task(cfg)
     model, tokenizer = load_or_build_policy(task, cfg, device)
+    if cfg.model:
+        memory_estimate(model, task, tokenizer, cfg, device, cfg.verifier_batch)
     seed_everything(cfg.seed)   # the same numbers whether the policy was just built or loaded
     problems = eval_problems(task, cfg)
     acc = accuracy(model, task, tokenizer, problems, cfg)
@@ -936,6 +1068,7 @@ def main(argv=None):
     report = {"task": cfg.task, "base_accuracy": acc, "eval_samples": len(problems), "provers": rows,
               "config": dataclasses.asdict(cfg)}
     path = os.path.join(cfg.out, "provers.json")
+    os.makedirs(cfg.out, exist_ok=True)
     json.dump(report, open(path, "w"), indent=1)
     print(f"saved {path}")
 

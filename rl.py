@@ -88,9 +88,8 @@ class RLConfig(pav.Config):
 
 def check(cfg):
     """Fill in task defaults, then reject nonsense before any work."""
-    if cfg.task not in data.TASKS:
-        pav.fail(f"unknown task {cfg.task!r}; choose from {', '.join(data.TASKS)}")
-    defaults = TASK_DEFAULTS[cfg.task]
+    pav.resolve_task(cfg)
+    defaults = TASK_DEFAULTS["planted" if cfg.task == "planted" else "arith"]   # --data: arith's
     if math.isnan(cfg.alpha):
         cfg.alpha = defaults["alpha"]
     if cfg.iterations == 0:
@@ -306,12 +305,16 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
         valid = torch.zeros(term.shape, dtype=torch.bool)
     rewards = token_rewards(outcomes, term, steps, cfg.group, alpha)      # (N, T)
     model.train()
-    logp = response_logprobs(model, prompts, y, y_mask, ids["pad_id"])   # (N, T)
-    with torch.no_grad():
-        ref = response_logprobs(base, prompts, y, y_mask, ids["pad_id"]) if cfg.kl > 0 else logp.detach()
     mask = y_mask.to(device).float()                                      # (N, T)
-    loss = pg_loss(logp, ref, rewards.to(device), mask, cfg.kl)
-    pav.update(model, opt, None, loss)
+    logp, ref, loss = torch.zeros(mask.shape, device=device), torch.zeros(mask.shape, device=device), 0.0
+    for part in pav.micro_batches(len(prompts), cfg.micro_batch_size):   # gradients accumulate over micro-batches
+        lp = response_logprobs(model, prompts[part], y[part], y_mask[part], ids["pad_id"])   # (n, T)
+        with torch.no_grad():
+            rf = response_logprobs(base, prompts[part], y[part], y_mask[part], ids["pad_id"]) if cfg.kl > 0 else lp.detach()
+        part_loss = pg_loss(lp, rf, rewards[part].to(device), mask[part], cfg.kl) * (mask[part].sum() / mask.sum())
+        part_loss.backward()
+        logp[part], ref[part], loss = lp.detach(), rf, loss + part_loss.detach()
+    pav.update(model, opt, None)
     r_t, n_tok = (ref - logp).detach(), mask.sum()
     a = term[valid]
     stats = {"loss": loss.item(), "reward": outcomes.mean().item(),
@@ -473,11 +476,13 @@ def main(argv=None):
         pav.fail(f"--resume: no checkpoint in {out}; run without --resume first")
     print(f"device {device} | dtype {dtype} | task {cfg.task} | seeds {seeds} | alpha {cfg.alpha} | out {out}")
     os.makedirs(out, exist_ok=True)
-    task = data.get_task(cfg.task)
+    task = pav.make_task(cfg)
     base, tokenizer = pav.load_or_build_policy(task, cfg, device)
+    if cfg.model:
+        pav.memory_estimate(base, task, tokenizer, cfg, device, cfg.batch_size)
     if cfg.advantages == "mc":   # BoK(pi) from fresh rollouts of the base policy (on planted: mu = pi with --prover bo1)
         scorers = {None: MonteCarloProver(base, task, tokenizer, cfg, pav.prover_k(cfg), cfg.rl_mc)}
-    elif task.name == "arith":
+    elif task.name != "planted":
         verifiers, _ = pav.load_or_train_verifiers(base, task, tokenizer, cfg, device)
         scorers = {None: LearnedPAV(pav.make_pav(verifiers, tokenizer, task, cfg))}
     else:

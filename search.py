@@ -129,9 +129,9 @@ def sample_best_of_n(model, task, tokenizer, problems, n, cfg, table):
     return responses, correct, tokens, steps
 
 
-def final_q(verifier, tokenizer, prompts, responses, table):
+def final_q(verifier, tokenizer, prompts, responses, table, batch=256):
     """A verifier's prediction after the last step of each complete response: (R,)."""
-    q, m = pav.predict_q(verifier, tokenizer, prompts, responses, table)   # (R, H+1), (R, H+1)
+    q, m = pav.predict_q(verifier, tokenizer, prompts, responses, table, batch)   # (R, H+1), (R, H+1)
     return q[torch.arange(len(q)), m.sum(1) - 1]                         # (R,)
 
 
@@ -347,8 +347,10 @@ def main(argv=None):
     print(f"device {device} | dtype {dtype} | task {cfg.task} | seed {cfg.seed} | budgets {ns} | C {cfg.expand} | "
           f"out {cfg.out}")
     t_start = time.time()
-    task = data.get_task(cfg.task)
+    task = pav.make_task(cfg)
     model, tokenizer = pav.load_or_build_policy(task, cfg, device)
+    if cfg.model:
+        pav.memory_estimate(model, task, tokenizer, cfg, device, cfg.verifier_batch)
     verifiers, _ = pav.load_or_train_verifiers(model, task, tokenizer, cfg, device)
     table = data.step_end_table(tokenizer, task.delimiter)
     pav_ = pav.make_pav(verifiers, tokenizer, task, cfg)
@@ -380,8 +382,8 @@ def main(argv=None):
     responses, correct, lengths, n_steps = sample_best_of_n(model, task, tokenizer, problems, max(ns), cfg, table)
     flat_prompts = [prompts[k // max(ns)] for k in range(len(responses))]
     shape = correct.shape                                                                   # (P, N_max)
-    orm_score = final_q(verifiers["orm"], tokenizer, flat_prompts, responses, table).view(shape)   # (P, N_max)
-    pqm_score = final_q(verifiers["pqm"], tokenizer, flat_prompts, responses, table).view(shape)   # (P, N_max)
+    orm_score = final_q(verifiers["orm"], tokenizer, flat_prompts, responses, table, pav_.batch).view(shape)   # (P, N_max)
+    pqm_score = final_q(verifiers["pqm"], tokenizer, flat_prompts, responses, table, pav_.batch).view(shape)   # (P, N_max)
     for n in ns:
         cost = (lengths[:, :n].sum(1).tolist(), n_steps[:, :n].sum(1).tolist())
         for method, chosen in (("orm_best_of_n", best_of_n(orm_score, correct, n)),

@@ -1,0 +1,294 @@
+"""Real models and real data, offline: a tiny Llama with a byte-level BPE tokenizer trained here, saved with
+`save_pretrained`, driving pav.py, search.py and rl.py on GSM8K- and MATH-style files (tests/data/); final-answer
+checking against a table of cases; and each bad input failing with one line before any work."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+import data
+import pav
+from conftest import ROOT
+
+DATA = os.path.join(ROOT, "tests", "data")
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def bpe_tokenizer(lines, vocab=320, chat_template=None):
+    """A byte-level BPE trained on `lines`, wrapped as a transformers fast tokenizer with EOS and no PAD (as Llama 3)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    if chat_template:
+        out.chat_template = chat_template
+    return out
+
+
+def corpus():
+    task = data.FileTask(os.path.join(DATA, "gsm8k_train.jsonl"), os.path.join(DATA, "gsm8k_test.jsonl"))
+    lines = []
+    for name in ("gsm8k_train", "gsm8k_test", "math_train", "math_test"):
+        for q, a, _ in data.load_problems(os.path.join(DATA, name + ".jsonl")):
+            lines += [task.prompt(q) + a] * 20
+    return lines
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A 1-layer Llama with a 320-token BPE tokenizer, saved as a user's model directory would be."""
+    path = tmp_path_factory.mktemp("tiny-bpe-llama")
+    tokenizer = bpe_tokenizer(corpus())
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return str(path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Final answers: extraction and comparison
+
+CASES = [   # (response, reference answer, should they match)
+    ("She has 3+4 = 7 apples.\n#### 7", "7", True),
+    ("#### 1,234", "1234", True),                                   # thousands separators
+    ("Total: 14400 dollars.\n#### 14400", "14,400", True),
+    ("It is now 4-9 = -5 degrees.\nThe answer is: -5.", "-5", True),  # negative, trailing period
+    ("The answer is -5", "5", False),                               # the sign matters
+    ("So 6/8 = 3/4", "3/4", True),                                  # last number is a fraction
+    ("4/8 of it", "1/2", True),                                     # equal fractions
+    ("1/3 of it", "0.333", False),                                  # close is not equal
+    ("It costs $5.00.", "5", True),                                 # dollars and trailing zeros
+    (r"The sum is \boxed{\frac{3}{4}}.", r"\frac{3}{4}", True),
+    (r"\boxed{\dfrac{3}{4}}", "0.75", True),                        # dfrac, and a fraction against a decimal
+    (r"\boxed{\frac12}", r"\frac{1}{2}", True),                     # \frac12 shorthand
+    (r"\boxed{-\frac{3}{4}}", "-3/4", True),
+    (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}", True),   # nested braces
+    (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt{2}}{2}", False),
+    (r"\boxed{5\sqrt{2}}", r"5 \sqrt{2}", True),                     # spaces
+    (r"\boxed{\left( 2, 2 \right)}", "(2, 2)", True),               # \left \right
+    (r"\boxed{(2,2)}", "(2,3)", False),
+    (r"\boxed{60^\circ}", r"60^\circ", True),
+    (r"\boxed{60^{\circ}}", "60", True),                            # degrees
+    (r"\boxed{50\%}", "50", True),                                  # percent
+    (r"\boxed{5 \text{ cm}}", "5", True),                           # units
+    (r"\boxed{x = 4}", "4", True),                                  # "x =" in front
+    (r"\boxed{x+1}", "x + 1", True),
+    (r"first \boxed{3}, then \boxed{4}", "4", True),                # the last box counts
+    (r"\fbox{7}", "7", True),
+    (r"\boxed 9", "9", True),                                       # \boxed without braces
+    (r"\boxed{\frac{1}{2}", "1/2", False),                          # braces never close: no box, the last number (2)
+    ("I do not know.", "7", False),                                 # no answer at all
+    ("", "0", False),
+]
+
+
+@pytest.mark.parametrize("response, gold, match", CASES)
+def test_answer_table(response, gold, match):
+    assert data.answers_match(data.extract_answer(response), gold) == match
+
+
+def test_extraction_details():
+    assert data.last_boxed(r"a \boxed{\frac{a}{b^{2}}} b") == r"\frac{a}{b^{2}}"
+    assert data.last_boxed(r"\boxed{\frac{1}{2}") is None
+    assert data.extract_answer("no digits") is None
+    assert data.extract_answer("#### 1,500") == "1,500"
+    assert data.answers_match(None, "5") is False
+    assert len(CASES) >= 25
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data files and the step rule under a real tokenizer
+
+def test_load_both_layouts():
+    gsm = data.load_problems(os.path.join(DATA, "gsm8k_train.jsonl"))
+    math_ = data.load_problems(os.path.join(DATA, "math_train.jsonl"))
+    assert [a for _, _, a in gsm] == ["7", "60", "14,400", "-5", "3/4", "32"]
+    assert [a for _, _, a in math_] == [r"\frac{3}{4}", "4", r"5\sqrt{2}", "(2, 2)", r"60^\circ", "-21"]
+    task = data.FileTask(os.path.join(DATA, "math_train.jsonl"), os.path.join(DATA, "math_test.jsonl"))
+    import random
+    held = task.problems(100, random.Random(0), split="test")
+    assert len(held) == 4 and {p.answer for p in held} == {r"\frac{1}{2}", "4", "9", "x + 1"}   # never repeated
+    train = task.problems(9, random.Random(0))
+    assert len(train) == 9 and len({p.prompt for p in train[:6]}) == 6   # the whole file before any repeat
+    assert task.check(held[0], r"So \boxed{" + held[0].answer + "}") == 1.0
+    assert "\\boxed{}" in held[0].prompt and held[0].chat
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "does not exist"),
+    ("", "has no problems"),
+    ('{"question": "1+1?", "answer": "#### 2"}\nnot json\n', ":2: not a JSON object"),
+    ('{"question": "1+1?", "answer": "#### 2"}\n{"question": "2+2?"}\n', ":2: a line needs the fields"),
+    ('[1, 2]\n', ":1: a line needs the fields"),
+    ('{"question": "1+1?", "answer": "it is 2"}\n', ":1: no final answer"),
+    ('{"problem": "1+1?", "solution": "it is 2"}\n', ":1: no final answer"),
+])
+def test_bad_data_files(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        data.load_problems(str(path))
+
+
+def test_step_table_reads_decoded_text(model_dir):
+    tok = pav.load_tokenizer(model_dir)
+    assert tok.pad_token_id == tok.eos_token_id                          # no PAD in the tokenizer: EOS pads
+    table = data.step_end_table(tok, "\n")
+    newline = [i for i in range(len(tok)) if "\n" in tok.decode([i])]
+    assert newline and table.nonzero().squeeze(1).tolist() == sorted(set(newline) | {tok.eos_token_id})
+    assert all(tok.convert_ids_to_tokens(i) != "\n" for i in newline)    # byte-level BPE spells it "Ċ"
+    ids = tok.encode("Step one.\nStep two.\n")
+    cuts = pav.step_cuts(ids, table)
+    assert [tok.decode(ids[a:b]) for a, b in zip(cuts, cuts[1:])] == ["Step one.\n", "Step two.\n"]
+    with pytest.raises(ValueError, match="no token of the tokenizer contains the step delimiter"):
+        data.step_end_table(tok, "\u00a7")
+
+
+def test_chat_template_wraps_the_prompt_once(model_dir, tmp_path):
+    tok = pav.load_tokenizer(model_dir)
+    problem = data.Problem("What is 2+2?", "4", chat=True)
+    assert pav.prompt_ids(tok, problem) == tok.encode("What is 2+2?", add_special_tokens=True)   # no template
+    tok.chat_template = ("{{ eos_token }}{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}Assistant:{% endif %}")
+    ids = pav.prompt_ids(tok, problem)
+    assert tok.decode(ids) == "<|endoftext|>User: What is 2+2?\nAssistant:"
+    assert ids.count(tok.eos_token_id) == 1                              # the template's own, not doubled
+    assert pav.prompt_ids(tok, data.Problem("Q:1+2\n", "3")) == tok.encode("Q:1+2\n")   # toy problems: never
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The three scripts on the tiny BPE model, end to end
+
+COMMON = ["--max-new-tokens", "16", "--eval-problems", "8", "--n-states", "4", "--n-actions", "2", "--table-mc", "4",
+          "--ks", "1,2", "--n-problems", "6", "--n-cov", "1", "--n-mc", "2", "--verifier-steps", "2",
+          "--verifier-batch", "4", "--eval-verifier-problems", "4", "--eval-mc", "4", "--micro-batch-size", "2"]
+
+
+def run(script, args, cwd):
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("layout", ["gsm8k", "math"])
+def test_pav_search_rl_on_a_bpe_model(model_dir, tmp_path, layout):
+    files = ["--data", os.path.join(DATA, f"{layout}_train.jsonl"), "--eval-data", os.path.join(DATA, f"{layout}_test.jsonl")]
+    out = ["--out", str(tmp_path / "out"), "--model", model_dir, *files]
+
+    first = run("pav.py", out + COMMON, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert f"loading the base policy from {model_dir}" in first.stdout and "memory estimate" in first.stdout
+    report = json.loads((tmp_path / "out" / "verifiers.json").read_text())
+    assert report["held_out"]["problems"] == 4 and 0 <= report["pqm_mae"] <= 1
+    assert json.loads((tmp_path / "out" / "provers.json").read_text())["eval_samples"] == 4   # the whole test file
+
+    search = run("search.py", out + COMMON + ["--ns", "1,2", "--search-problems", "4"], tmp_path)
+    assert search.returncode == 0, search.stderr[-3000:]
+    assert "loading verifiers from" in search.stdout                     # trained by pav.py above, reused
+    rows = json.loads((tmp_path / "out" / "search.json").read_text())["rows"]
+    assert {r["method"] for r in rows} >= {"orm_best_of_n", "pass_at_n"} and all(r["tokens"] > 0 for r in rows)
+
+    rl = run("rl.py", out + COMMON + ["--iterations", "2", "--batch-size", "4", "--group", "2", "--eval-every", "1",
+                                      "--pass-n", "2", "--pass-problems", "2"], tmp_path)
+    assert rl.returncode == 0, rl.stderr[-3000:]
+    result = json.loads((tmp_path / "out" / "rl.json").read_text())
+    assert set(result["final_accuracy"]) == {"orm", "pav"}
+    assert [p["responses"] for p in result["seeds"]["0"]["pav"]["curve"]] == [0, 4, 8]
+
+
+def test_micro_batches_do_not_change_the_step(model_dir):
+    """One PAV-RL step of the policy (per-step advantages from an untrained verifier, KL to the start policy) with the
+    whole batch at once, and with micro-batches of one row: the same update."""
+    import copy
+    import random
+    import rl
+    tok = pav.load_tokenizer(model_dir)
+    task = data.FileTask(os.path.join(DATA, "gsm8k_train.jsonl"), os.path.join(DATA, "gsm8k_test.jsonl"), max_new_tokens=8)
+    problems = task.problems(2, random.Random(0))
+    base = pav.AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    torch.manual_seed(1)
+    verifier = pav.Verifier(copy.deepcopy(base)).eval()
+    table = data.step_end_table(tok, "\n")
+    start = torch.cat([p.detach().flatten() for p in base.parameters()])
+    after = []
+    for micro in (0, 1):
+        cfg = rl.RLConfig(data="x", model=model_dir, batch_size=4, group=2, kl=0.1, micro_batch_size=micro)
+        scorer = rl.LearnedPAV(pav.PAV(verifier, tok, table, k=4, batch=micro or 256))
+        model = copy.deepcopy(base)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        torch.manual_seed(0)
+        stats, _ = rl.policy_step(model, base, opt, scorer, problems, task, tok, cfg, alpha=1.0)
+        assert stats["adv_std"] > 0
+        after.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert not torch.equal(after[0], start)
+    torch.testing.assert_close(after[0] - start, after[1] - start, rtol=1e-4, atol=1e-7)
+
+
+def test_memory_estimate_by_hand(model_dir, capsys):
+    """16 bytes a trained parameter, 4 a frozen one (x3), KV cache 2 * layers * kv_heads * head_dim values a token of
+    --batch-rows sequences, a micro-batch's activations and fp32 logits; fp32 values on the CPU."""
+    tok = pav.load_tokenizer(model_dir)
+    task = data.FileTask(os.path.join(DATA, "gsm8k_train.jsonl"), os.path.join(DATA, "gsm8k_test.jsonl"), max_new_tokens=16)
+    model = pav.AutoModelForCausalLM.from_pretrained(model_dir)
+    cfg = pav.Config(batch_rows=10, micro_batch_size=3, eval_problems=64)
+    gb = pav.memory_estimate(model, task, tok, cfg, torch.device("cpu"), train_batch=64)
+    n = sum(p.numel() for p in model.parameters())
+    L = max(len(tok.encode(task.prompt(q))) for q, _, _ in task.test) + 16       # no chat template: plain encode
+    expect = {"trained weights": 16 * n, "frozen copies (x3)": 12 * n, "KV cache": 10 * L * 1 * 2 * 2 * 16 * 4,
+              "micro-batch activations": 3 * L * (20 * 32 * 1 * 4 + 8 * len(tok))}
+    assert gb == pytest.approx({k: v / 2**30 for k, v in expect.items()})
+    assert "memory estimate" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input: one line, exit 2, before any work
+
+def fails(capsys, argv, main=pav.main):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0 and err.startswith("error: "), err
+    return err
+
+
+def test_bad_real_inputs(capsys, model_dir, tmp_path):
+    import rl
+    import search
+    gsm = os.path.join(DATA, "gsm8k_train.jsonl")
+    no_tok = tmp_path / "no-tokenizer"
+    LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(no_tok)
+    empty, one = tmp_path / "empty.jsonl", tmp_path / "one.jsonl"
+    empty.write_text("")
+    one.write_text('{"question": "1+1?", "answer": "#### 2"}\n')   # one problem: the train or the held-out split is empty
+    other = tmp_path / "other-tokenizer"
+    bpe_tokenizer(["completely different words"] * 50, vocab=280).save_pretrained(other)
+    LlamaForCausalLM(LlamaConfig(vocab_size=280, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(other)
+    capsys.readouterr()   # what saving printed
+    for main in (pav.main, search.main, rl.main):
+        assert "is not a model directory" in fails(capsys, ["--model", str(tmp_path), "--data", gsm], main)
+    assert "has no tokenizer" in fails(capsys, ["--model", str(no_tok), "--data", gsm])
+    assert "does not exist" in fails(capsys, ["--model", model_dir, "--data", str(tmp_path / "missing.jsonl")])
+    assert "has no problems" in fails(capsys, ["--model", model_dir, "--data", str(empty)])
+    assert "leave the train or the held-out split empty" in fails(capsys, ["--model", model_dir, "--data", str(one)])
+    assert "needs --model" in fails(capsys, ["--data", gsm])
+    assert "--eval-data needs --data" in fails(capsys, ["--eval-data", gsm])
+    assert "drop --task planted" in fails(capsys, ["--task", "planted", "--data", gsm, "--model", model_dir])
+    assert "planted is defined over its own" in fails(capsys, ["--task", "planted", "--model", model_dir])
+    assert "step delimiter" in fails(capsys, ["--model", model_dir, "--data", gsm, "--eval-data", gsm,
+                                              "--step-delimiter", "\u00a7"])
+    assert "another tokenizer" in fails(capsys, ["--model", model_dir, "--data", gsm, "--eval-data", gsm,
+                                                 "--verifier-model", str(other)])
+    assert "--micro-batch-size" in fails(capsys, ["--micro-batch-size", "-1"])

@@ -40,6 +40,7 @@ import random
 import re
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
@@ -103,8 +104,9 @@ def step_end_table(tokenizer, delimiter):
     byte-level BPE's "Ċ" counts as "\n". Returns a bool lookup table (V,), so the rollout engine can stop steps with
     one gather. A response that hits the length limit also ends its last step (see `step_ends`).
     """
-    key = (id(tokenizer), delimiter)
-    if key in _TABLES and _TABLES[key][0] is tokenizer:   # decoding a 150k vocabulary takes a while: once per tokenizer
+    # decoding a 150k vocabulary takes a while: once per tokenizer (by its directory, or the object itself)
+    key = (getattr(tokenizer, "name_or_path", None) or id(tokenizer), len(tokenizer), delimiter)
+    if key in _TABLES and (isinstance(key[0], str) or _TABLES[key][0] is tokenizer):
         return _TABLES[key][1]
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so a response could never end")
@@ -349,9 +351,10 @@ def extract_answer(text):
 
 def normalize_answer(text):
     r"""Light normalisation of a final answer before comparison: LaTeX spacing, \left/\right, dfrac/tfrac, degrees,
-    dollars, percent, units in \text{ ...}, a "x =" in front, thousands separators, spaces, a trailing period."""
+    dollars, percent, units in \text{ ...} after a number, a "x =" in front, thousands separators, spaces, a trailing
+    period."""
     s = text.strip()
-    s = re.sub(r"\\text\{\s+[^{}]*\}", "", s)                              # units: "5 \text{ cm}"
+    s = re.sub(r"(\d)\s*\\(?:text|mbox)\{\s[^{}]*\}", r"\1", s)           # units: "5 \text{ cm}" -> "5"
     s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{([^{}]*)\}", r"\1", s)
     for old, new in (("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\ ", ""),
                      ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^{\\circ}", ""), ("^\\circ", ""),
@@ -366,30 +369,40 @@ def normalize_answer(text):
 
 
 def as_number(s):
-    r"""A normalised answer as a float when it is a plain number, a/b, or \frac{a}{b} (with a sign); else None."""
+    r"""A normalised answer as an exact Fraction when it is a plain number, a/b, or \frac{a}{b} (with a sign); else
+    None. Exact, so that 999999 is not 1000000 and 0.3333333 is not 1/3."""
     m = re.fullmatch(r"(-?)\\frac\{(-?[\d.]+)\}\{(-?[\d.]+)\}|(-?[\d.]+)/(-?[\d.]+)|([-+]?[\d.]+)", s)
     try:
         if m is None:
             return None
         if m.group(2) is not None:
-            return (-1 if m.group(1) else 1) * float(m.group(2)) / float(m.group(3))
+            return (-1 if m.group(1) else 1) * Fraction(m.group(2)) / Fraction(m.group(3))
         if m.group(4) is not None:
-            return float(m.group(4)) / float(m.group(5))
-        return float(m.group(6))
+            return Fraction(m.group(4)) / Fraction(m.group(5))
+        return Fraction(m.group(6))
     except (ValueError, ZeroDivisionError):
         return None
 
 
 def answers_match(pred, gold):
-    r"""Whether a predicted final answer (None: the response stated none) equals the reference one: the same string
-    after `normalize_answer`, or the same number (5 = 5.00 = 10/2, 0.5 = \frac{1}{2}) to a relative 1e-6."""
+    r"""Whether a predicted final answer (None: the response stated none) equals the reference one: the same non-empty
+    string after `normalize_answer`, or the same number exactly (5 = 5.00 = 10/2, 0.5 = \frac{1}{2}). Against a
+    numeric reference, a prediction with words around its number ("72 apples") is read as its first number."""
     if pred is None or gold is None:
         return False
     a, b = normalize_answer(pred), normalize_answer(gold)
+    if not a or not b:
+        return False
     if a == b:
         return True
-    x, y = as_number(a), as_number(b)
-    return x is not None and y is not None and math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9)
+    y = as_number(b)
+    if y is None:
+        return False
+    x = as_number(a)
+    if x is None:
+        first = NUMBER.search(a)
+        x = as_number(normalize_answer(first.group())) if first else None
+    return x == y
 
 
 LAYOUTS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}

@@ -202,6 +202,32 @@ def make_task(cfg):
     return data.FileTask(cfg.data, cfg.eval_data or None, delimiter, cfg.max_new_tokens)
 
 
+def load_lm(path, device=None):
+    """A causal LM from a directory, with fp32 weights whatever dtype it was saved in (transformers would otherwise
+    keep a bf16 checkpoint in bf16, and train it so); CUDA forward passes still run under bf16 autocast."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except Exception as e:   # a config without weights, a model that is not a causal LM, ...
+        fail(f"{path} does not load as a causal LM ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    return model.to(device).eval() if device is not None else model
+
+
+def model_fingerprint(path):
+    """What a model directory's caches depend on: its config and tokenizer files' contents, and its weight files'
+    names, sizes and modification times (a model fine-tuned in place gets new caches)."""
+    if not os.path.isdir(path):
+        return path   # a hub name
+    h = hashlib.sha1()
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.endswith(".json") or name.endswith(".jinja") or name.endswith(".model"):
+            h.update(name.encode() + open(full, "rb").read())
+        elif name.endswith((".safetensors", ".bin", ".pt")):
+            st = os.stat(full)
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
 def load_tokenizer(path):
     """A model directory's tokenizer; without a padding token, EOS pads (every mask in this code says what is real)."""
     from transformers import AutoTokenizer
@@ -209,6 +235,8 @@ def load_tokenizer(path):
         raise ValueError(f"{path} is not a model directory")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
         raise ValueError(f"{path} is not a model directory: it has no config.json")
+    if os.path.isdir(path) and not any(n.endswith((".safetensors", ".bin")) for n in os.listdir(path)):
+        raise ValueError(f"{path} has a config.json but no weights (*.safetensors or *.bin)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as e:   # transformers raises many kinds here (OSError, ValueError, TypeError, ...)
@@ -277,11 +305,13 @@ def decode_mask(model, attn):
 
 
 def special_ids(tokenizer):
-    """The token ids `sample` needs: EOS, padding, and tokens a response never contains (BOS, and PAD unless it is EOS)."""
+    """What `sample` needs to know of a tokenizer: EOS, padding, tokens a response never contains (BOS, and PAD unless
+    it is EOS), and the vocabulary size: a model's embedding may have more rows than the tokenizer has tokens (Qwen2),
+    and those are never sampled either."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     pad = eos if pad is None else pad
     banned = [i for i in (tokenizer.bos_token_id, pad) if i is not None and i != eos]
-    return {"eos_id": eos, "pad_id": pad, "banned": banned}
+    return {"eos_id": eos, "pad_id": pad, "banned": banned, "vocab": len(tokenizer)}
 
 
 class KVBuffer(DynamicLayer):
@@ -320,15 +350,15 @@ class KVBuffer(DynamicLayer):
 
 
 @torch.no_grad()
-def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), temperature=1.0, stop_table=None,
-           check_every=4, generator=None):
+def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), vocab=None, temperature=1.0,
+           stop_table=None, check_every=4, generator=None):
     """Sample n continuations of each prefix (a list of token-id lists, prompt included).
 
     Each prefix is encoded once; its KV cache is then copied n times (never re-encoded). A row stops at EOS, after
     `max_new_tokens` (an int, or one per prefix), or, when `stop_table` (V,) is given, after the first token that
     ends a step (one-step mode). Temperature 0 is greedy. Inside the token loop nothing waits for the device except
     one check every `check_every` tokens, which also drops finished rows from the batch so that they cost nothing.
-    Tokens in `banned` (BOS, padding) are never sampled.
+    Tokens in `banned` (BOS, padding) and ids from `vocab` on are never sampled.
     """
     device = next(model.parameters()).device
     ids, mask = left_pad(prefixes, pad_id, device)                        # (B, P)
@@ -351,6 +381,10 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), t
     stop = stop_table.to(device) if stop_table is not None else None
     never = torch.zeros(logits.shape[-1], device=device)                  # (V,) -inf on banned tokens
     never[list(banned)] = -math.inf
+    if vocab is not None:
+        never[vocab:] = -math.inf
+    if stop is not None and len(stop) < len(never):                       # embedding rows past the tokenizer
+        stop = torch.cat([stop, stop.new_zeros(len(never) - len(stop))])
     tokens = torch.full((N, T), pad_id, dtype=torch.long, device=device)  # (N, T)
     logps = torch.zeros(N, T, device=device)                              # (N, T)
     valid = torch.zeros(N, T, dtype=torch.bool, device=device)            # (N, T)
@@ -500,7 +534,8 @@ def policy_settings(task, cfg):
     these match."""
     extra = task.settings()
     if cfg.model:
-        return {"version": 2, "task": task.name, "model": os.path.abspath(cfg.model), **extra}
+        return {"version": 2, "task": task.name, "seed": cfg.seed, "model": os.path.abspath(cfg.model),
+                "model_files": model_fingerprint(cfg.model), **extra}
     return {"version": 2, "task": task.name, "seed": cfg.seed, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
             "sft_batch": cfg.sft_batch, "sft_lr": cfg.sft_lr, **extra}
 
@@ -511,7 +546,7 @@ def load_or_build_policy(task, cfg, device):
     if cfg.model:
         print(f"loading the base policy from {cfg.model}")
         tokenizer = load_tokenizer(cfg.model)
-        model = AutoModelForCausalLM.from_pretrained(cfg.model).to(device).eval()
+        model = load_lm(cfg.model, device)
         task.tokenizer = tokenizer
         return model, tokenizer
     path, settings = os.path.join(cfg.out, "policy"), policy_settings(task, cfg)
@@ -769,7 +804,7 @@ class Verifier(torch.nn.Module):
 
     @classmethod
     def load(cls, path, device):
-        v = cls(AutoModelForCausalLM.from_pretrained(path))
+        v = cls(load_lm(path))
         v.head.load_state_dict(torch.load(os.path.join(path, "head.pt")))
         return v.to(device).eval()
 
@@ -916,7 +951,8 @@ def verifier_settings(task, cfg):
     keys = ("n_problems", "n_cov", "n_mc", "first_pit", "verifier_steps", "verifier_batch", "verifier_lr", "prover",
             "temperature")
     # every BoK(pi) prover is derived from the same Q^pi verifier: K does not change what is trained
-    extra = {"verifier_model": os.path.abspath(cfg.verifier_model)} if cfg.verifier_model else {}
+    extra = {"verifier_model": os.path.abspath(cfg.verifier_model),
+             "verifier_model_files": model_fingerprint(cfg.verifier_model)} if cfg.verifier_model else {}
     return {**policy_settings(task, cfg), **{k: getattr(cfg, k) for k in keys}, **extra,
             "prover": "bok" if prover_k(cfg) else os.path.abspath(cfg.prover)}
 
@@ -946,13 +982,13 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device):
     last[torch.arange(R), ends] = True
     outcomes = torch.tensor([outcome(task, tokenizer, problems[i], y) for i, y in zip(index, responses)])
     def backbone():   # the policy's copy, or --verifier-model
-        lm = AutoModelForCausalLM.from_pretrained(cfg.verifier_model) if cfg.verifier_model else copy.deepcopy(model)
+        lm = load_lm(cfg.verifier_model) if cfg.verifier_model else copy.deepcopy(model)
         return Verifier(lm).to(device)
     for name, labels, mask in [("orm", outcomes[:, None] * last, last), ("pqm", soft, labelled)]:
         torch.manual_seed(cfg.seed)
         verifiers[name] = train_verifier(backbone(), tokenizer, prompts, responses, labels, mask, table, cfg, desc=name)
     if "q_mu" in names:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
-        mu = AutoModelForCausalLM.from_pretrained(cfg.prover).to(device).eval()
+        mu = load_lm(cfg.prover, device)
         counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, desc="labels under mu")
         torch.manual_seed(cfg.seed)
         verifiers["q_mu"] = train_verifier(backbone(), tokenizer, prompts, responses, counts_mu / cfg.n_mc,
@@ -996,7 +1032,7 @@ def verifier_report(model, verifiers, task, tokenizer, cfg, device):
     if K is not None:
         mu_mc = bok_unbiased(counts, cfg.eval_mc, K)                      # (R, H+1) Monte Carlo Q^{BoK}
     else:
-        mu = AutoModelForCausalLM.from_pretrained(cfg.prover).to(device).eval()
+        mu = load_lm(cfg.prover, device)
         mu_mc = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg,
                                desc="held-out labels under mu")[0] / cfg.eval_mc
     pav = make_pav(verifiers, tokenizer, task, cfg)

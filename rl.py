@@ -326,7 +326,8 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
 
 
 def run_settings(cfg, name, seed, gamma, alpha):
-    skip = {"resume", "seeds", "gammas", "iterations"}   # a finished run can be resumed to run longer
+    # a finished run can be resumed to run longer; batch_rows and micro_batch_size change memory, not results
+    skip = {"resume", "seeds", "gammas", "iterations", "batch_rows", "micro_batch_size"}
     return {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip},
             "run": name, "seed": seed, "gamma": gamma, "alpha": alpha}
 

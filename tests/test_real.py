@@ -56,6 +56,20 @@ def model_dir(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def verifier_dir(tmp_path_factory, model_dir):
+    """Another model with the same tokenizer, 48 wide instead of 32 and saved in bf16: a --verifier-model."""
+    path = tmp_path_factory.mktemp("wider-bf16-llama")
+    tokenizer = pav.load_tokenizer(model_dir)
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(1)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(path)
+    return str(path)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Final answers: extraction and comparison
 
@@ -88,6 +102,14 @@ CASES = [   # (response, reference answer, should they match)
     (r"\fbox{7}", "7", True),
     (r"\boxed 9", "9", True),                                       # \boxed without braces
     (r"\boxed{\frac{1}{2}", "1/2", False),                          # braces never close: no box, the last number (2)
+    ("#### 999999", "1,000,000", False),                            # exact, not within a tolerance
+    (r"\boxed{0.3333333}", r"\frac{1}{3}", False),
+    ("3.140", "3.14", True),
+    ("The answer is 72 apples.", "72", True),                       # words after a number
+    ("#### 18 dollars", "18", True),
+    (r"\boxed{\text{ Bob}}", r"\text{ Evelyn}", False),            # words are not units: not both empty
+    (r"\boxed{}", r"\text{ }", False),                             # an empty answer never matches
+    (r"\boxed{\text{(A)}}", "(A)", True),
     ("I do not know.", "7", False),                                 # no answer at all
     ("", "0", False),
 ]
@@ -182,9 +204,11 @@ def run(script, args, cwd):
 
 
 @pytest.mark.parametrize("layout", ["gsm8k", "math"])
-def test_pav_search_rl_on_a_bpe_model(model_dir, tmp_path, layout):
+def test_pav_search_rl_on_a_bpe_model(model_dir, verifier_dir, tmp_path, layout):
     files = ["--data", os.path.join(DATA, f"{layout}_train.jsonl"), "--eval-data", os.path.join(DATA, f"{layout}_test.jsonl")]
     out = ["--out", str(tmp_path / "out"), "--model", model_dir, *files]
+    if layout == "math":   # verifiers on a backbone of their own
+        out += ["--verifier-model", verifier_dir]
 
     first = run("pav.py", out + COMMON, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -192,6 +216,8 @@ def test_pav_search_rl_on_a_bpe_model(model_dir, tmp_path, layout):
     report = json.loads((tmp_path / "out" / "verifiers.json").read_text())
     assert report["held_out"]["problems"] == 4 and 0 <= report["pqm_mae"] <= 1
     assert json.loads((tmp_path / "out" / "provers.json").read_text())["eval_samples"] == 4   # the whole test file
+    saved = json.loads(open(os.path.join(report["verifiers"], "pqm", "config.json")).read())
+    assert saved["hidden_size"] == (48 if layout == "math" else 32)     # the backbone --verifier-model named
 
     search = run("search.py", out + COMMON + ["--ns", "1,2", "--search-problems", "4"], tmp_path)
     assert search.returncode == 0, search.stderr[-3000:]
@@ -233,6 +259,30 @@ def test_micro_batches_do_not_change_the_step(model_dir):
         after.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert not torch.equal(after[0], start)
     torch.testing.assert_close(after[0] - start, after[1] - start, rtol=1e-4, atol=1e-7)
+
+
+def test_verifier_micro_batches_do_not_change_training(model_dir):
+    """Verifier training with whole batches and with micro-batches of one response: the same weights."""
+    tok = pav.load_tokenizer(model_dir)
+    table = data.step_end_table(tok, "\n")
+    prompts = [tok.encode("Q: 1+1?\n"), tok.encode("Q: 2+2?\n"), tok.encode("Q: 3+3?\n")]
+    responses = [tok.encode("one\ntwo\n"), tok.encode("three\n"), tok.encode("a\nb\nc\n")]
+    labels = torch.tensor([[0.5, 0.25, 1.0, 0.0], [0.75, 0.0, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    labelled = torch.tensor([[True, True, True, False], [True, True, False, False], [True, True, True, True]])
+    after = []
+    for micro in (0, 1):
+        cfg = pav.Config(verifier_steps=3, verifier_batch=3, micro_batch_size=micro)
+        torch.manual_seed(0)
+        v = pav.Verifier(pav.load_lm(model_dir))
+        start = torch.cat([p.detach().flatten() for p in v.parameters()])
+        pav.train_verifier(v, tok, prompts, responses, labels, labelled, table, cfg, desc="test")
+        after.append(torch.cat([p.detach().flatten() for p in v.parameters()]))
+        assert (after[-1] - start).abs().max() > 1e-4                   # it trained
+    torch.testing.assert_close(after[0], after[1], rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_checkpoint_loads_in_fp32(verifier_dir):
+    assert {p.dtype for p in pav.load_lm(verifier_dir).parameters()} == {torch.float32}
 
 
 def test_memory_estimate_by_hand(model_dir, capsys):
@@ -292,3 +342,7 @@ def test_bad_real_inputs(capsys, model_dir, tmp_path):
     assert "another tokenizer" in fails(capsys, ["--model", model_dir, "--data", gsm, "--eval-data", gsm,
                                                  "--verifier-model", str(other)])
     assert "--micro-batch-size" in fails(capsys, ["--micro-batch-size", "-1"])
+    weightless = tmp_path / "weightless"
+    pav.load_tokenizer(model_dir).save_pretrained(weightless)
+    LlamaConfig(vocab_size=16).save_pretrained(weightless)
+    assert "no weights" in fails(capsys, ["--model", str(weightless), "--data", gsm, "--eval-data", gsm])

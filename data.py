@@ -105,7 +105,7 @@ def step_end_table(tokenizer, delimiter):
     one gather. A response that hits the length limit also ends its last step (see `step_ends`).
     """
     # decoding a 150k vocabulary takes a while: once per tokenizer (by its directory, or the object itself)
-    key = (getattr(tokenizer, "name_or_path", None) or id(tokenizer), len(tokenizer), delimiter)
+    key = (getattr(tokenizer, "name_or_path", None) or id(tokenizer), len(tokenizer), delimiter, tuple(end_ids(tokenizer)))
     if key in _TABLES and (isinstance(key[0], str) or _TABLES[key][0] is tokenizer):
         return _TABLES[key][1]
     if tokenizer.eos_token_id is None:
@@ -120,12 +120,18 @@ def step_end_table(tokenizer, delimiter):
         if not table.any():
             raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}, so no step could "
                              "ever end; choose another with --step-delimiter")
-    table[tokenizer.eos_token_id] = True
+    table[end_ids(tokenizer)] = True
     _TABLES[key] = (tokenizer, table)
     return table
 
 
 _TABLES = {}
+
+
+def end_ids(tokenizer):
+    """The tokens that end a response: EOS, and any other end-of-turn tokens a model's generation config names
+    (pav.load_or_build_policy records them as `extra_end_ids`)."""
+    return [tokenizer.eos_token_id] + list(getattr(tokenizer, "extra_end_ids", ()))
 
 
 def step_ends(ids, mask, table):

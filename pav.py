@@ -310,8 +310,9 @@ def special_ids(tokenizer):
     and those are never sampled either."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     pad = eos if pad is None else pad
-    banned = [i for i in (tokenizer.bos_token_id, pad) if i is not None and i != eos]
-    return {"eos_id": eos, "pad_id": pad, "banned": banned, "vocab": len(tokenizer)}
+    ends = data.end_ids(tokenizer)
+    banned = [i for i in (tokenizer.bos_token_id, pad) if i is not None and i not in ends]
+    return {"eos_id": ends if len(ends) > 1 else eos, "pad_id": pad, "banned": banned, "vocab": len(tokenizer)}
 
 
 class KVBuffer(DynamicLayer):
@@ -354,9 +355,9 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
            stop_table=None, check_every=4, generator=None):
     """Sample n continuations of each prefix (a list of token-id lists, prompt included).
 
-    Each prefix is encoded once; its KV cache is then copied n times (never re-encoded). A row stops at EOS, after
-    `max_new_tokens` (an int, or one per prefix), or, when `stop_table` (V,) is given, after the first token that
-    ends a step (one-step mode). Temperature 0 is greedy. Inside the token loop nothing waits for the device except
+    Each prefix is encoded once; its KV cache is then copied n times (never re-encoded). A row stops at EOS (`eos_id`,
+    one id or a list), after `max_new_tokens` (an int, or one per prefix), or, when `stop_table` (V,) is given, after
+    the first token that ends a step (one-step mode). Temperature 0 is greedy. Inside the token loop nothing waits for the device except
     one check every `check_every` tokens, which also drops finished rows from the batch so that they cost nothing.
     Tokens in `banned` (BOS, padding) and ids from `vocab` on are never sampled.
     """
@@ -379,6 +380,7 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
     attn = decode_mask(model, attn)                                       # (N, 1, 1, P + T), sliced at each step
     pos = mask.sum(-1)                                                    # (N,) position of the first new token
     stop = stop_table.to(device) if stop_table is not None else None
+    eos = torch.as_tensor(eos_id, device=device).view(-1)                 # (E,) the ids that end a response
     never = torch.zeros(logits.shape[-1], device=device)                  # (V,) -inf on banned tokens
     never[list(banned)] = -math.inf
     if vocab is not None:
@@ -401,7 +403,7 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
         tok = torch.where(done, pad_id, tok)
         tokens[rows, t], valid[rows, t] = tok, ~done
         logps[rows, t] = torch.where(done, 0.0, logp.gather(1, tok[:, None]).squeeze(1))
-        done = done | (tok == eos_id) | (t + 1 >= limit)
+        done = done | torch.isin(tok, eos) | (t + 1 >= limit)
         if stop is not None:
             done = done | stop[tok]
         if t + 1 == T:
@@ -547,6 +549,9 @@ def load_or_build_policy(task, cfg, device):
         print(f"loading the base policy from {cfg.model}")
         tokenizer = load_tokenizer(cfg.model)
         model = load_lm(cfg.model, device)
+        gen = getattr(model.generation_config, "eos_token_id", None)      # e.g. Llama 3: end of text and end of turn
+        gen = gen if isinstance(gen, list) else [gen]
+        tokenizer.extra_end_ids = [i for i in gen if i is not None and i != tokenizer.eos_token_id and i < len(tokenizer)]
         task.tokenizer = tokenizer
         return model, tokenizer
     path, settings = os.path.join(cfg.out, "policy"), policy_settings(task, cfg)
@@ -612,13 +617,14 @@ def prompt_ids(tokenizer, problem):
 
 def is_complete(response, task, tokenizer):
     """A response (token list) is complete when it ended with EOS or reached the length limit."""
-    return (len(response) > 0 and response[-1] == tokenizer.eos_token_id) or len(response) >= task.max_new_tokens
+    return (len(response) > 0 and response[-1] in data.end_ids(tokenizer)) or len(response) >= task.max_new_tokens
 
 
 def outcome(task, tokenizer, problem, response):
     """Rex(y, y*): 1.0 iff the response's final answer is right (EOS and what follows it ignored)."""
-    if tokenizer.eos_token_id in response:
-        response = response[:response.index(tokenizer.eos_token_id)]
+    ends = set(data.end_ids(tokenizer))
+    cut = next((i for i, t in enumerate(response) if t in ends), len(response))
+    response = response[:cut]
     return task.check(problem, tokenizer.decode(response))
 
 

@@ -178,6 +178,33 @@ def test_step_table_reads_decoded_text(model_dir):
         data.step_end_table(tok, "\u00a7")
 
 
+def test_end_of_turn_ids_from_the_generation_config(model_dir, tmp_path):
+    """A model whose generation config names a second end token (as Llama 3 Instruct's end of turn): rows stop at it,
+    steps end at it, and the outcome ignores what follows it."""
+    import shutil
+    path = tmp_path / "two-ends"
+    shutil.copytree(model_dir, path)
+    tok = pav.load_tokenizer(str(path))
+    turn = tok.encode("####")[0]                                          # any token can be declared an end
+    gen = json.loads((path / "generation_config.json").read_text()) if (path / "generation_config.json").exists() else {}
+    gen["eos_token_id"] = [tok.eos_token_id, turn]
+    (path / "generation_config.json").write_text(json.dumps(gen))
+    cfg = pav.Config(model=str(path), data=os.path.join(DATA, "gsm8k_train.jsonl"), eval_data=os.path.join(DATA, "gsm8k_test.jsonl"))
+    pav.check_config(cfg)
+    task = pav.make_task(cfg)
+    model, tok = pav.load_or_build_policy(task, cfg, torch.device("cpu"))
+    assert data.end_ids(tok) == [tok.eos_token_id, turn]
+    assert data.step_end_table(tok, "\n")[turn]
+    ids = pav.special_ids(tok)
+    only_turn = [i for i in range(len(tok)) if i != turn]                 # every token but the end of turn banned
+    r = pav.sample(model, [tok.encode("Q")] * 4, max_new_tokens=8, temperature=1.0, eos_id=ids["eos_id"],
+                   pad_id=ids["pad_id"], banned=only_turn)
+    assert r.mask.sum(-1).tolist() == [1, 1, 1, 1] and r.ids[:, 0].tolist() == [turn] * 4   # it ended each row
+    problem = data.Problem("", "7")
+    assert pav.outcome(task, tok, problem, tok.encode("#### 7")) == 0.0   # cut at the end token: nothing is left
+    assert pav.outcome(task, tok, problem, tok.encode("so 7") + [turn] + tok.encode(" 8")) == 1.0
+
+
 def test_chat_template_wraps_the_prompt_once(model_dir, tmp_path):
     tok = pav.load_tokenizer(model_dir)
     problem = data.Problem("What is 2+2?", "4", chat=True)

@@ -190,7 +190,7 @@ def test_zero_limit_gives_an_empty_row(arith, model):
 def test_banned_tokens_are_never_sampled(arith):
     """BOS and PAD (special_ids' banned list) never appear, though the random model gives them real mass."""
     ids = pav.special_ids(arith.tokenizer)
-    assert ids == {"eos_id": EOS, "pad_id": PAD, "banned": [BOS, PAD]}
+    assert ids == {"eos_id": EOS, "pad_id": PAD, "banned": [BOS, PAD], "vocab": 20}
     model = tiny_llama(20)
     prefixes = prefixes_of(arith, PREFIX_TEXTS[:2])
     free = sample(model, prefixes, n=64, max_new_tokens=12, generator=torch.Generator().manual_seed(0))

@@ -538,8 +538,9 @@ def main(argv=None):
         f"{k} {results['final_accuracy'][k]:.3f} ({results['final_accuracy_spread'][k][0]:.3f}.."
         f"{results['final_accuracy_spread'][k][1]:.3f})" for k in ("orm", "pav")) + f" | gap {results['final_gap']:+.3f}")
     print("sample efficiency (ORM-RL's responses to reach its final accuracy / PAV-RL's): " + ", ".join(
-        f"seed {s}: {'>=' if e['lower_bound'] else ''}{e['ratio']:.1f}x ({e['responses_orm']} vs {e['responses_pav']} "
-        f"to reach {e['target']:.3f})" for s, e in zip(seeds, eff)) + f" | mean {results['sample_efficiency']:.1f}x")
+        (f"seed {s}: PAV-RL never reached {e['target']:.3f} (counted as 0x)" if e["responses_pav"] is None else
+         f"seed {s}: {'>=' if e['lower_bound'] else ''}{e['ratio']:.1f}x ({e['responses_orm']} vs {e['responses_pav']} "
+         f"to reach {e['target']:.3f})") for s, e in zip(seeds, eff)) + f" | mean {results['sample_efficiency']:.1f}x")
     print(f"responses to reach 90% accuracy: {results['responses_to_90pct']}")
     for key in ("pass", "early_pass"):
         if key in results:

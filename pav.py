@@ -35,6 +35,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -350,6 +351,12 @@ class KVBuffer(DynamicLayer):
         self._view()
 
 
+def cache_kwarg(model):
+    """The name under which a model's forward takes its KV cache: `cache` from transformers 5.24 on (which warns
+    about `past_key_values` and drops it in 5.40), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), vocab=None, temperature=1.0,
            stop_table=None, check_every=4, generator=None):
@@ -369,8 +376,8 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
     cache = Cache(layers=[KVBuffer(P + T) for _ in range(model.config.get_text_config().num_hidden_layers)])
     with autocast(device):
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1].float()      # logits (B, V)
+                    use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+    logits = out.logits[:, -1].float()                                    # (B, V); `cache` was filled in place
     # Branch: the n continuations of a prefix share its encoding; only cache rows are copied.
     if n > 1:
         cache.batch_repeat_interleave(n)
@@ -417,7 +424,7 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
                 rows, done, attn, pos, limit, tok = rows[live], done[live], attn[live], pos[live], limit[live], tok[live]
         with autocast(device):
             out = model(input_ids=tok[:, None], attention_mask=attn[..., :P + t + 1],
-                        position_ids=(pos + t)[:, None], past_key_values=cache, use_cache=True)
+                        position_ids=(pos + t)[:, None], use_cache=True, **{cache_kwarg(model): cache})
         logits = out.logits[:, -1].float()                                # (n_live, V)
     source = torch.arange(B, device=device).repeat_interleave(n)          # (N,)
     return Rollout(tokens[:, :t + 1], logps[:, :t + 1], valid[:, :t + 1], source)

@@ -364,8 +364,9 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
 
     Each prefix is encoded once; its KV cache is then copied n times (never re-encoded). A row stops at EOS (`eos_id`,
     one id or a list), after `max_new_tokens` (an int, or one per prefix), or, when `stop_table` (V,) is given, after
-    the first token that ends a step (one-step mode). Temperature 0 is greedy. Inside the token loop nothing waits for the device except
-    one check every `check_every` tokens, which also drops finished rows from the batch so that they cost nothing.
+    the first token that ends a step (one-step mode). Temperature 0 is greedy. Inside the token loop nothing waits for
+    the device except one check every `check_every` tokens, which also drops finished rows from the batch so that they
+    cost nothing.
     Tokens in `banned` (BOS, padding) and ids from `vocab` on are never sampled.
     """
     device = next(model.parameters()).device

@@ -98,29 +98,34 @@ class CharTokenizer:
 
 
 def step_end_table(tokenizer, delimiter):
-    """THE step rule, used by every stage: a step ends after any token whose text contains `delimiter`, or after EOS.
+    """THE step rule, used by every stage: a step ends after any token whose text contains `delimiter`, or after a
+    token that ends the response (EOS; see `end_ids`).
 
     `delimiter=None` makes every token a step (the `planted` task). A token's text is what it decodes to, so a
     byte-level BPE's "Ċ" counts as "\n". Returns a bool lookup table (V,), so the rollout engine can stop steps with
     one gather. A response that hits the length limit also ends its last step (see `step_ends`).
     """
-    # decoding a 150k vocabulary takes a while: once per tokenizer (by its directory, or the object itself)
-    key = (getattr(tokenizer, "name_or_path", None) or id(tokenizer), len(tokenizer), delimiter, tuple(end_ids(tokenizer)))
-    if key in _TABLES and (isinstance(key[0], str) or _TABLES[key][0] is tokenizer):
-        return _TABLES[key][1]
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so a response could never end")
-    vocab = len(tokenizer)
-    table = torch.zeros(vocab, dtype=torch.bool)                          # (V,)
+    table = delimiter_tokens(tokenizer, delimiter).clone()               # (V,)
+    table[end_ids(tokenizer)] = True
+    return table
+
+
+def delimiter_tokens(tokenizer, delimiter):
+    """(V,) bool: the tokens whose decoded text contains `delimiter` (all of them for None). Decoding a 150k vocabulary
+    takes a while, so this is computed once per tokenizer (by its directory, or the object itself)."""
+    key = (getattr(tokenizer, "name_or_path", None) or id(tokenizer), len(tokenizer), delimiter)
+    if key in _TABLES and (isinstance(key[0], str) or _TABLES[key][0] is tokenizer):
+        return _TABLES[key][1]
     if delimiter is None:
-        table[:] = True
+        table = torch.ones(len(tokenizer), dtype=torch.bool)
     else:
-        texts = [tokenizer.decode([i]) for i in range(vocab)]
-        table[[i for i, t in enumerate(texts) if delimiter in t]] = True
+        texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        table = torch.tensor([delimiter in t for t in texts])
         if not table.any():
             raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}, so no step could "
                              "ever end; choose another with --step-delimiter")
-    table[end_ids(tokenizer)] = True
     _TABLES[key] = (tokenizer, table)
     return table
 

@@ -369,6 +369,19 @@ def test_bad_real_inputs(capsys, model_dir, tmp_path):
     assert "another tokenizer" in fails(capsys, ["--model", model_dir, "--data", gsm, "--eval-data", gsm,
                                                  "--verifier-model", str(other)])
     assert "--micro-batch-size" in fails(capsys, ["--micro-batch-size", "-1"])
+    bad_json, no_fields = tmp_path / "bad.jsonl", tmp_path / "fields.jsonl"
+    bad_json.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": oops}\n')
+    no_fields.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"problem": "2+2?"}\n')
+    assert "bad.jsonl:2: not a JSON object" in fails(capsys, ["--model", model_dir, "--data", str(bad_json)])
+    assert "fields.jsonl:2: a line needs the fields" in fails(capsys, ["--model", model_dir, "--data", str(no_fields)])
+    no_eos = tmp_path / "no-eos"
+    tok = bpe_tokenizer(["a b c"] * 20, vocab=270)
+    tok.eos_token = None
+    tok.save_pretrained(no_eos)
+    LlamaForCausalLM(LlamaConfig(vocab_size=270, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=2)).save_pretrained(no_eos)
+    capsys.readouterr()
+    assert "has no EOS token" in fails(capsys, ["--model", str(no_eos), "--data", gsm, "--eval-data", gsm])
     weightless = tmp_path / "weightless"
     pav.load_tokenizer(model_dir).save_pretrained(weightless)
     LlamaConfig(vocab_size=16).save_pretrained(weightless)

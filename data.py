@@ -420,9 +420,9 @@ LAYOUTS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}
 
 
 def load_problems(path):
-    """A JSON lines file of problems in GSM8K's layout ({"question", "answer": "... #### 72"}) or MATH's
+    r"""A JSON lines file of problems in GSM8K's layout ({"question", "answer": "... #### 72"}) or MATH's
     ({"problem", "solution": "... \boxed{72} ..."}): a list of (question, reference solution, final answer).
-    Raises ValueError naming the file and line of the first problem."""
+    Raises ValueError naming the file and the line of the first bad problem."""
     if not os.path.isfile(path):
         raise ValueError(f"data file {path} does not exist")
     out = []
@@ -489,10 +489,8 @@ class FileTask:
     def problems(self, n, rng, split="train"):
         """n training problems (drawn without replacement while the file lasts, then again), or up to n held-out ones."""
         pool = self.train if split == "train" else self.test
-        if split != "train":
-            return [Problem(self.prompt(q), a, chat=True) for q, _, a in rng.sample(pool, min(n, len(pool)))]
-        picks = []
-        while len(picks) < n:
+        picks = rng.sample(pool, min(n, len(pool)))
+        while split == "train" and len(picks) < n:
             picks += rng.sample(pool, min(n - len(picks), len(pool)))
         return [Problem(self.prompt(q), a, chat=True) for q, _, a in picks]
 

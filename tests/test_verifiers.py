@@ -3,7 +3,9 @@
 
 import dataclasses
 import math
+import os
 import random
+import sys
 
 import pytest
 import torch
@@ -391,3 +393,23 @@ def test_verifier_settings_follow_every_training_setting(tmp_path, monkeypatch):
     (tmp_path / "mu" / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)
     assert pav.verifier_settings(task, dataclasses.replace(base, prover="mu"))["prover"] == str(tmp_path / "mu")
+
+
+# benchmarks/verifier_targets.py: the all-correct flags it trains and scores on, and its AUC
+
+def test_verifier_targets_all_correct_flags_and_auc():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import verifier_targets as vt
+    task = data.Arith()
+    problem = data.Problem("Q:5+6-0+8+5\n", "4")                 # clean lines 5+6=1, 1-0=1, 1+8=9, 9+5=4, A:4
+    table = data.step_end_table(task.tokenizer, "\n")
+    for text, want in [("5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4", [1, 1, 1, 1, 1, 1]),
+                       ("5+6=1\n1-0=2\n2+8=0\n0+5=5\nA:5", [1, 1, 0, 0, 0, 0]),   # wrong at line 2, then consistent
+                       ("5+6=3\n3-0=3", [1, 0, 0])]:
+        y = task.tokenizer.encode(text) + [task.tokenizer.eos_token_id]
+        assert vt.all_correct(task, problem, y, pav.step_cuts(y, table)) == want, text
+    pos = torch.tensor([True, True, False, False, False])
+    assert vt.auc(torch.tensor([0.9, 0.5, 0.1, 0.5, 0.2]), pos) == pytest.approx(5.5 / 6)   # (3 + 2.5) of 6 pairs
+    assert vt.auc(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]), pos) == 0.0
+    with pytest.raises(SystemExit):
+        vt.main(["--targets", "mc,nonsense"])

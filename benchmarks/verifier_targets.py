@@ -1,0 +1,128 @@
+"""Why the arith PQM does not learn: train the same verifier on three targets and compare them on held-out prefixes.
+
+    python benchmarks/verifier_targets.py                     # CPU, about 15 minutes on one thread
+    python benchmarks/verifier_targets.py --steps 400         # the pipeline's own step count
+
+Every target is built from one set of `--problems` seed rollouts of the cached arith base policy:
+1. mc: the Monte Carlo label c / n_mc under pi, exactly what `pav.py` trains the PQM on;
+2. exact_q: the same Q^pi without sampling noise. On arith an error carries forward, so Q^pi(prefix) is 0 once a line
+   is wrong and otherwise depends only on the depth; the target is [all lines so far correct] times the mean
+   Monte Carlo label of the all-correct prefixes at that depth;
+3. all_correct: the indicator [all lines so far correct] itself, a 0/1 target (not a Q-value).
+
+Each target trains a fresh copy of the policy with `pav.train_verifier` (the PQM's own trainer and settings), and the
+report compares all three against the held-out Monte Carlo labels of `pav.py` (`pav.verifier_report`). It also gives
+each verifier's held-out accuracy at telling all-correct prefixes from the rest (ranking by AUC, so that the scale of
+a Q-value does not matter). Results go to `<out>/verifier_targets.json`.
+"""
+
+import copy
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run from the repo root
+
+import torch
+
+import data
+import pav
+from pav import arg
+
+
+@dataclass
+class Bench:
+    problems: int = arg(2048, "training problems, one seed rollout each")
+    n_mc: int = arg(16, "Monte Carlo rollouts per training prefix")
+    steps: int = arg(1000, "training steps of each verifier")
+    batch: int = arg(64, "responses per training step")
+    targets: str = arg("mc,exact_q,all_correct", "which targets to train on, comma-separated")
+    seed: int = arg(0, "seed of the rollouts and of training")
+    threads: int = arg(0, "torch CPU threads; 0 keeps torch's default")
+
+
+def all_correct(task, problem, response, cuts):
+    """(H+1,) 1.0 where every line of the prefix equals the clean solution's line (the bare problem counts as correct)."""
+    clean = task.solution(problem, 0.0, random.Random(0)).split("\n")
+    lines = task.tokenizer.decode(response).split("\n")
+    ok = [1.0]
+    for h in range(1, len(cuts)):
+        ok.append(ok[-1] * float(h - 1 < len(clean) and lines[h - 1] == clean[h - 1]))
+    return ok
+
+
+def auc(score, positive):
+    """P(score of a random positive > score of a random negative), ties counted half."""
+    pos, neg = score[positive], score[~positive]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).float().mean() + 0.5 * (pos[:, None] == neg[None, :]).float().mean()
+    return float(greater)
+
+
+def main(argv=None):
+    b = pav.parse_config(Bench, argv)
+    targets = b.targets.split(",")
+    if bad := [t for t in targets if t not in ("mc", "exact_q", "all_correct")]:
+        pav.fail(f"unknown --targets {bad}; choose from mc, exact_q, all_correct")
+    if min(b.problems, b.n_mc, b.steps, b.batch) < 1:
+        pav.fail("--problems, --n-mc, --steps and --batch must be positive")
+    if b.threads:
+        torch.set_num_threads(b.threads)
+    cfg = pav.Config(task="arith", seed=b.seed, n_mc=b.n_mc, verifier_steps=b.steps, verifier_batch=b.batch)
+    pav.check_config(cfg)
+    device, _ = pav.pick_device()
+    task = pav.make_task(cfg)
+    model, tokenizer = pav.load_or_build_policy(task, cfg, device)
+    table = data.step_end_table(tokenizer, task.delimiter)
+    pav.seed_everything(b.seed)
+
+    t0 = time.time()
+    problems = task.problems(b.problems, random.Random(30_000 + b.seed))
+    index, prompts, responses = pav.seed_rollouts(model, task, tokenizer, problems, 1, cfg)
+    counts, labelled = pav.collect_labels(model, task, tokenizer, problems, index, responses, b.n_mc, cfg)
+    print(f"labelled {int(labelled.sum())} prefixes of {len(responses)} responses ({time.time() - t0:.0f}s)")
+    ok = torch.zeros(labelled.shape)
+    for r, (i, y) in enumerate(zip(index, responses)):
+        flags = all_correct(task, problems[i], y, pav.step_cuts(y, table))
+        ok[r, :len(flags)] = torch.tensor(flags)
+    mc = counts / b.n_mc
+    depth_q = torch.stack([mc[labelled[:, h] & (ok[:, h] > 0), h].mean() for h in range(mc.shape[1])]).nan_to_num()
+    made = {"mc": mc, "exact_q": ok * depth_q, "all_correct": ok}
+    print("exact_q by depth (all lines so far correct): " + " ".join(f"{q:.3f}" for q in depth_q.tolist()))
+
+    # held-out: pav.py's own Monte Carlo labels (computed and cached on the first call)
+    ho_problems = task.problems(cfg.eval_verifier_problems, random.Random(40_000 + b.seed), split="test")
+    results = {}
+    for name in targets:
+        pav.seed_everything(b.seed)
+        verifier = pav.Verifier(copy.deepcopy(model)).to(device)
+        t1 = time.time()
+        pav.train_verifier(verifier, tokenizer, prompts, responses, made[name], labelled, table, cfg, desc=name)
+        report = pav.verifier_report(model, {"orm": verifier, "pqm": verifier}, task, tokenizer, cfg, device)
+        cached = torch.load(os.path.join(cfg.out, "held_out_labels.pt"))
+        q, m = pav.predict_q(verifier, tokenizer, cached["prompts"], cached["responses"], table)
+        ho_ok = torch.zeros(m.shape, dtype=torch.bool)
+        for r, (i, y) in enumerate(zip(cached["index"], cached["responses"])):
+            flags = all_correct(task, ho_problems[i], y, pav.step_cuts(y, table))
+            ho_ok[r, :len(flags)] = torch.tensor(flags) > 0
+        keep = m & cached["m"][:, :m.shape[1]]
+        keep[:, 0] = False                                                # the bare problem is always "correct"
+        results[name] = {"pqm_mae": report["pqm_mae"], "pqm_adv_corr": report["pqm"]["adv_corr"],
+                         "pav_adv_corr": report["pav_adv_corr"], "all_correct_auc": auc(q[keep], ho_ok[keep]),
+                         "seconds": round(time.time() - t1)}
+        print(f"{name:>12}: " + " | ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                           for k, v in results[name].items()), flush=True)
+    out = {"config": dataclasses.asdict(b), "exact_q_by_depth": depth_q.tolist(), "results": results}
+    path = os.path.join(cfg.out, "verifier_targets.json")
+    json.dump(out, open(path, "w"), indent=1)
+    print(f"saved {path}")
+    print(json.dumps({k: v["pqm_mae"] for k, v in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

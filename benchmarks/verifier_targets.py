@@ -1,6 +1,6 @@
 """Why the arith PQM does not learn: train the same verifier on three targets and compare them on held-out prefixes.
 
-    python benchmarks/verifier_targets.py                     # CPU, about 15 minutes on one thread
+    python benchmarks/verifier_targets.py --threads 2         # CPU, about 10 minutes
     python benchmarks/verifier_targets.py --steps 400         # the pipeline's own step count
 
 Every target is built from one set of `--problems` seed rollouts of the cached arith base policy:

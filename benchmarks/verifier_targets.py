@@ -55,6 +55,15 @@ def all_correct(task, problem, response, cuts):
     return ok
 
 
+def flag_table(task, problems, index, responses, table, width):
+    """all_correct of every prefix of every response: (R, width), 0 past a response's last prefix."""
+    ok = torch.zeros(len(responses), width)
+    for r, (i, y) in enumerate(zip(index, responses)):
+        flags = all_correct(task, problems[i], y, pav.step_cuts(y, table))
+        ok[r, :len(flags)] = torch.tensor(flags)
+    return ok
+
+
 def auc(score, positive):
     """P(score of a random positive > score of a random negative), ties counted half."""
     pos, neg = score[positive], score[~positive]
@@ -86,10 +95,7 @@ def main(argv=None):
     index, prompts, responses = pav.seed_rollouts(model, task, tokenizer, problems, 1, cfg)
     counts, labelled = pav.collect_labels(model, task, tokenizer, problems, index, responses, b.n_mc, cfg)
     print(f"labelled {int(labelled.sum())} prefixes of {len(responses)} responses ({time.time() - t0:.0f}s)")
-    ok = torch.zeros(labelled.shape)
-    for r, (i, y) in enumerate(zip(index, responses)):
-        flags = all_correct(task, problems[i], y, pav.step_cuts(y, table))
-        ok[r, :len(flags)] = torch.tensor(flags)
+    ok = flag_table(task, problems, index, responses, table, labelled.shape[1])
     mc = counts / b.n_mc
     depth_q = torch.stack([mc[labelled[:, h] & (ok[:, h] > 0), h].mean() for h in range(mc.shape[1])]).nan_to_num()
     made = {"mc": mc, "exact_q": ok * depth_q, "all_correct": ok}
@@ -97,20 +103,19 @@ def main(argv=None):
 
     # held-out: pav.py's own Monte Carlo labels (computed and cached on the first call)
     ho_problems = task.problems(cfg.eval_verifier_problems, random.Random(40_000 + b.seed), split="test")
-    results = {}
+    results, held_out = {}, None
     for name in targets:
         pav.seed_everything(b.seed)
         verifier = pav.Verifier(copy.deepcopy(model)).to(device)
         t1 = time.time()
         pav.train_verifier(verifier, tokenizer, prompts, responses, made[name], labelled, table, cfg, desc=name)
         report = pav.verifier_report(model, {"orm": verifier, "pqm": verifier}, task, tokenizer, cfg, device)
-        cached = torch.load(os.path.join(cfg.out, "held_out_labels.pt"))
-        q, m = pav.predict_q(verifier, tokenizer, cached["prompts"], cached["responses"], table)
-        ho_ok = torch.zeros(m.shape, dtype=torch.bool)
-        for r, (i, y) in enumerate(zip(cached["index"], cached["responses"])):
-            flags = all_correct(task, ho_problems[i], y, pav.step_cuts(y, table))
-            ho_ok[r, :len(flags)] = torch.tensor(flags) > 0
-        keep = m & cached["m"][:, :m.shape[1]]
+        if held_out is None:   # the report has just made (or read) the held-out labels
+            held_out = torch.load(os.path.join(cfg.out, "held_out_labels.pt"))
+            ho_ok = flag_table(task, ho_problems, held_out["index"], held_out["responses"], table,
+                               held_out["m"].shape[1]) > 0
+        q, m = pav.predict_q(verifier, tokenizer, held_out["prompts"], held_out["responses"], table)
+        keep = m & held_out["m"]
         keep[:, 0] = False                                                # the bare problem is always "correct"
         results[name] = {"pqm_mae": report["pqm_mae"], "pqm_adv_corr": report["pqm"]["adv_corr"],
                          "pav_adv_corr": report["pav_adv_corr"], "all_correct_auc": auc(q[keep], ho_ok[keep]),

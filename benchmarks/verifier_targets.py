@@ -8,10 +8,13 @@ Every target is built from one set of `--problems` seed rollouts of the cached a
 2. exact_q: the same Q^pi without sampling noise. On arith an error carries forward, so Q^pi(prefix) is 0 once a line
    is wrong and otherwise depends only on the depth; the target is [all lines so far correct] times the mean
    Monte Carlo label of the all-correct prefixes at that depth;
-3. all_correct: the indicator [all lines so far correct] itself, a 0/1 target (not a Q-value).
+3. all_correct: the indicator [all lines so far correct] itself, a 0/1 target (not a Q-value);
+4. mc_bo4 and exact_bo4: Q^{Bo4} = 1 - (1 - Q^pi)^4 instead of Q^pi, from the same rollouts (`pav.bok_unbiased`) or
+   without noise. They mark the same prefixes as wrong as Q^pi does, with a larger gap to the right ones early on.
+   Their MAE is that of Q^pi read back as 1 - (1 - q)^(1/4).
 
 Each target trains a fresh copy of the policy with `pav.train_verifier` (the PQM's own trainer and settings), and the
-report compares all three against the held-out Monte Carlo labels of `pav.py` (`pav.verifier_report`). It also gives
+report compares each against the held-out Monte Carlo labels of `pav.py` (`pav.verifier_report`). It also gives
 each verifier's held-out accuracy at telling all-correct prefixes from the rest (ranking by AUC, so that the scale of
 a Q-value does not matter). Results go to `<out>/verifier_targets.json`.
 """
@@ -34,13 +37,17 @@ import pav
 from pav import arg
 
 
+TARGETS = ("mc", "exact_q", "all_correct", "mc_bo4", "exact_bo4")
+
+
 @dataclass
 class Bench:
     problems: int = arg(2048, "training problems, one seed rollout each")
     n_mc: int = arg(16, "Monte Carlo rollouts per training prefix")
     steps: int = arg(1000, "training steps of each verifier")
     batch: int = arg(64, "responses per training step")
-    targets: str = arg("mc,exact_q,all_correct", "which targets to train on, comma-separated")
+    targets: str = arg("mc,exact_q,all_correct", "targets to train on, comma-separated: mc, exact_q, all_correct, "
+                                                 "mc_bo4, exact_bo4")
     seed: int = arg(0, "seed of the rollouts and of training")
     threads: int = arg(0, "torch CPU threads; 0 keeps torch's default")
 
@@ -64,6 +71,18 @@ def flag_table(task, problems, index, responses, table, width):
     return ok
 
 
+class ReadAsQpi(torch.nn.Module):
+    """A verifier trained on Q^{BoK}, read as Q^pi = 1 - (1 - Q^{BoK})^(1/K), so that pav.verifier_report applies."""
+
+    def __init__(self, verifier, k):
+        super().__init__()
+        self.verifier, self.k = verifier, k
+
+    def forward(self, ids, mask):
+        q_bok = torch.sigmoid(self.verifier(ids, mask).float())
+        return torch.logit(1 - (1 - q_bok).clamp_min(1e-12) ** (1 / self.k), eps=1e-6)
+
+
 def auc(score, positive):
     """P(score of a random positive > score of a random negative), ties counted half."""
     pos, neg = score[positive], score[~positive]
@@ -76,8 +95,8 @@ def auc(score, positive):
 def main(argv=None):
     b = pav.parse_config(Bench, argv)
     targets = b.targets.split(",")
-    if bad := [t for t in targets if t not in ("mc", "exact_q", "all_correct")]:
-        pav.fail(f"unknown --targets {bad}; choose from mc, exact_q, all_correct")
+    if bad := [t for t in targets if t not in TARGETS]:
+        pav.fail(f"unknown --targets {bad}; choose from {', '.join(TARGETS)}")
     if min(b.problems, b.n_mc, b.steps, b.batch) < 1:
         pav.fail("--problems, --n-mc, --steps and --batch must be positive")
     if b.threads:
@@ -98,7 +117,8 @@ def main(argv=None):
     ok = flag_table(task, problems, index, responses, table, labelled.shape[1])
     mc = counts / b.n_mc
     depth_q = torch.stack([mc[labelled[:, h] & (ok[:, h] > 0), h].mean() for h in range(mc.shape[1])]).nan_to_num()
-    made = {"mc": mc, "exact_q": ok * depth_q, "all_correct": ok}
+    made = {"mc": mc, "exact_q": ok * depth_q, "all_correct": ok, "mc_bo4": pav.bok_unbiased(counts, b.n_mc, 4),
+            "exact_bo4": ok * pav.bok_closed(depth_q, 4)}
     print("exact_q by depth (all lines so far correct): " + " ".join(f"{q:.3f}" for q in depth_q.tolist()))
 
     # held-out: pav.py's own Monte Carlo labels (computed and cached on the first call)
@@ -109,12 +129,13 @@ def main(argv=None):
         verifier = pav.Verifier(copy.deepcopy(model)).to(device)
         t1 = time.time()
         pav.train_verifier(verifier, tokenizer, prompts, responses, made[name], labelled, table, cfg, desc=name)
-        report = pav.verifier_report(model, {"orm": verifier, "pqm": verifier}, task, tokenizer, cfg, device)
+        scored = ReadAsQpi(verifier, 4) if name.endswith("_bo4") else verifier
+        report = pav.verifier_report(model, {"orm": scored, "pqm": scored}, task, tokenizer, cfg, device)
         if held_out is None:   # the report has just made (or read) the held-out labels
             held_out = torch.load(os.path.join(cfg.out, "held_out_labels.pt"))
             ho_ok = flag_table(task, ho_problems, held_out["index"], held_out["responses"], table,
                                held_out["m"].shape[1]) > 0
-        q, m = pav.predict_q(verifier, tokenizer, held_out["prompts"], held_out["responses"], table)
+        q, m = pav.predict_q(scored, tokenizer, held_out["prompts"], held_out["responses"], table)
         keep = m & held_out["m"]
         keep[:, 0] = False                                                # the bare problem is always "correct"
         results[name] = {"pqm_mae": report["pqm_mae"], "pqm_adv_corr": report["pqm"]["adv_corr"],

@@ -9,9 +9,10 @@ Every target is built from one set of `--problems` seed rollouts of the cached a
    is wrong and otherwise depends only on the depth; the target is [all lines so far correct] times the mean
    Monte Carlo label of the all-correct prefixes at that depth;
 3. all_correct: the indicator [all lines so far correct] itself, a 0/1 target (not a Q-value);
-4. mc_bo4 and exact_bo4: Q^{Bo4} = 1 - (1 - Q^pi)^4 instead of Q^pi, from the same rollouts (`pav.bok_unbiased`) or
-   without noise. They mark the same prefixes as wrong as Q^pi does, with a larger gap to the right ones early on.
-   Their MAE is that of Q^pi read back as 1 - (1 - q)^(1/4).
+4. mc_boK and exact_boK (K a positive integer, K <= n_mc for mc_boK): Q^{BoK} = 1 - (1 - Q^pi)^K instead of Q^pi,
+   from the same rollouts (`pav.bok_unbiased`) or without noise. They mark the same prefixes as wrong as Q^pi does,
+   with a larger gap to the right ones early on; mc_bo16 with 16 rollouts is "any rollout succeeded". Their MAE is
+   that of Q^pi read back as 1 - (1 - q)^(1/K).
 
 Each target trains a fresh copy of the policy with `pav.train_verifier` (the PQM's own trainer and settings), and the
 report compares each against the held-out Monte Carlo labels of `pav.py` (`pav.verifier_report`). It also gives
@@ -37,7 +38,10 @@ import pav
 from pav import arg
 
 
-TARGETS = ("mc", "exact_q", "all_correct", "mc_bo4", "exact_bo4")
+def bok_of(name):
+    """K of a target named mc_boK or exact_boK, else None."""
+    kind, _, k = name.partition("_bo")
+    return int(k) if kind in ("mc", "exact") and k.isdigit() and int(k) > 0 else None
 
 
 @dataclass
@@ -47,7 +51,7 @@ class Bench:
     steps: int = arg(1000, "training steps of each verifier")
     batch: int = arg(64, "responses per training step")
     targets: str = arg("mc,exact_q,all_correct", "targets to train on, comma-separated: mc, exact_q, all_correct, "
-                                                 "mc_bo4, exact_bo4")
+                                                 "mc_boK, exact_boK (e.g. mc_bo4)")
     seed: int = arg(0, "seed of the rollouts and of training")
     threads: int = arg(0, "torch CPU threads; 0 keeps torch's default")
 
@@ -95,10 +99,12 @@ def auc(score, positive):
 def main(argv=None):
     b = pav.parse_config(Bench, argv)
     targets = b.targets.split(",")
-    if bad := [t for t in targets if t not in TARGETS]:
-        pav.fail(f"unknown --targets {bad}; choose from {', '.join(TARGETS)}")
+    if bad := [t for t in targets if t not in ("mc", "exact_q", "all_correct") and not bok_of(t)]:
+        pav.fail(f"unknown --targets {bad}; choose from mc, exact_q, all_correct, mc_boK, exact_boK")
     if min(b.problems, b.n_mc, b.steps, b.batch) < 1:
         pav.fail("--problems, --n-mc, --steps and --batch must be positive")
+    if too_big := [t for t in targets if t.startswith("mc_bo") and bok_of(t) > b.n_mc]:
+        pav.fail(f"--targets {too_big}: the unbiased BoK estimate needs K <= --n-mc ({b.n_mc})")
     if b.threads:
         torch.set_num_threads(b.threads)
     cfg = pav.Config(task="arith", seed=b.seed, n_mc=b.n_mc, verifier_steps=b.steps, verifier_batch=b.batch)
@@ -117,8 +123,12 @@ def main(argv=None):
     ok = flag_table(task, problems, index, responses, table, labelled.shape[1])
     mc = counts / b.n_mc
     depth_q = torch.stack([mc[labelled[:, h] & (ok[:, h] > 0), h].mean() for h in range(mc.shape[1])]).nan_to_num()
-    made = {"mc": mc, "exact_q": ok * depth_q, "all_correct": ok, "mc_bo4": pav.bok_unbiased(counts, b.n_mc, 4),
-            "exact_bo4": ok * pav.bok_closed(depth_q, 4)}
+    made = {"mc": mc, "exact_q": ok * depth_q, "all_correct": ok}
+    for name in targets:
+        if name.startswith("mc_bo"):
+            made[name] = pav.bok_unbiased(counts, b.n_mc, bok_of(name))
+        elif name.startswith("exact_bo"):
+            made[name] = ok * pav.bok_closed(depth_q, bok_of(name))
     print("exact_q by depth (all lines so far correct): " + " ".join(f"{q:.3f}" for q in depth_q.tolist()))
 
     # held-out: pav.py's own Monte Carlo labels (computed and cached on the first call)
@@ -129,7 +139,7 @@ def main(argv=None):
         verifier = pav.Verifier(copy.deepcopy(model)).to(device)
         t1 = time.time()
         pav.train_verifier(verifier, tokenizer, prompts, responses, made[name], labelled, table, cfg, desc=name)
-        scored = ReadAsQpi(verifier, 4) if name.endswith("_bo4") else verifier
+        scored = ReadAsQpi(verifier, bok_of(name)) if bok_of(name) else verifier
         report = pav.verifier_report(model, {"orm": scored, "pqm": scored}, task, tokenizer, cfg, device)
         if held_out is None:   # the report has just made (or read) the held-out labels
             held_out = torch.load(os.path.join(cfg.out, "held_out_labels.pt"))

@@ -411,5 +411,8 @@ def test_verifier_targets_all_correct_flags_and_auc():
     pos = torch.tensor([True, True, False, False, False])
     assert vt.auc(torch.tensor([0.9, 0.5, 0.1, 0.5, 0.2]), pos) == pytest.approx(5.5 / 6)   # (3 + 2.5) of 6 pairs
     assert vt.auc(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]), pos) == 0.0
-    with pytest.raises(SystemExit):
-        vt.main(["--targets", "mc,nonsense"])
+    assert [vt.bok_of(t) for t in ("mc_bo4", "exact_bo16", "mc", "mc_bo0", "mc_box", "all_correct")] == \
+        [4, 16, None, None, None, None]
+    for bad in ("mc,nonsense", "mc_bo32"):                               # K > --n-mc cannot be estimated unbiasedly
+        with pytest.raises(SystemExit):
+            vt.main(["--targets", bad])

@@ -1,4 +1,4 @@
-"""Why the arith PQM does not learn: train the same verifier on three targets and compare them on held-out prefixes.
+"""Why the arith PQM does not learn: train the same verifier on several targets and compare them on held-out prefixes.
 
     python benchmarks/verifier_targets.py --threads 2         # CPU, about 10 minutes
     python benchmarks/verifier_targets.py --steps 400         # the pipeline's own step count

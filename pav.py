@@ -375,9 +375,10 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
     limit = torch.as_tensor(max_new_tokens, device=device).expand(B).repeat_interleave(n)   # (N,)
     N, T = B * n, int(limit.max())
     cache = Cache(layers=[KVBuffer(P + T) for _ in range(model.config.get_text_config().num_hidden_layers)])
+    kv = {cache_kwarg(model): cache}                                      # looked up once, not at every token
     with autocast(device):
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+                    use_cache=True, logits_to_keep=1, **kv)
     logits = out.logits[:, -1].float()                                    # (B, V); `cache` was filled in place
     # Branch: the n continuations of a prefix share its encoding; only cache rows are copied.
     if n > 1:
@@ -425,7 +426,7 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
                 rows, done, attn, pos, limit, tok = rows[live], done[live], attn[live], pos[live], limit[live], tok[live]
         with autocast(device):
             out = model(input_ids=tok[:, None], attention_mask=attn[..., :P + t + 1],
-                        position_ids=(pos + t)[:, None], use_cache=True, **{cache_kwarg(model): cache})
+                        position_ids=(pos + t)[:, None], use_cache=True, **kv)
         logits = out.logits[:, -1].float()                                # (n_live, V)
     source = torch.arange(B, device=device).repeat_interleave(n)          # (N,)
     return Rollout(tokens[:, :t + 1], logps[:, :t + 1], valid[:, :t + 1], source)

@@ -82,8 +82,8 @@ class ReadAsQpi(torch.nn.Module):
         super().__init__()
         self.verifier, self.k = verifier, k
 
-    def forward(self, ids, mask):
-        q_bok = torch.sigmoid(self.verifier(ids, mask).float())
+    def forward(self, ids, mask, pos, pos_mask):
+        q_bok = torch.sigmoid(self.verifier(ids, mask, pos, pos_mask).float())
         return torch.logit(1 - (1 - q_bok).clamp_min(1e-12) ** (1 / self.k), eps=1e-6)
 
 
@@ -136,7 +136,7 @@ def main(argv=None):
     results, held_out = {}, None
     for name in targets:
         pav.seed_everything(b.seed)
-        verifier = pav.Verifier(copy.deepcopy(model)).to(device)
+        verifier = pav.Verifier(copy.deepcopy(model), cfg.verifier_layers).to(device)
         t1 = time.time()
         pav.train_verifier(verifier, tokenizer, prompts, responses, made[name], labelled, table, cfg, desc=name)
         scored = ReadAsQpi(verifier, bok_of(name)) if bok_of(name) else verifier

@@ -132,6 +132,9 @@ BAD = [
     (["--prover", "/nonexistent/dir"], "--prover '/nonexistent/dir' is neither boK"),
     (["--ks", "1,2,4", "--table-mc", "4"], "--table-mc 4 is too small for K = 4"),
     (["--table-mc", "32"], "--table-mc 32 is too small for K = 32"),          # the default ks reach 32
+    (["--verifier-head-lr", "0"], "learning rates must be positive"),
+    (["--verifier-lr=-0.001"], "--verifier-lr and --verifier-layers must be 0 or positive"),
+    (["--verifier-layers=-1"], "--verifier-lr and --verifier-layers must be 0 or positive"),
 ]
 
 

@@ -288,8 +288,10 @@ def test_micro_batches_do_not_change_the_step(model_dir):
     torch.testing.assert_close(after[0] - start, after[1] - start, rtol=1e-4, atol=1e-7)
 
 
-def test_verifier_micro_batches_do_not_change_training(model_dir):
-    """Verifier training with whole batches and with micro-batches of one response: the same weights."""
+@pytest.mark.parametrize("backbone_lr, top_layers", [(1e-3, 0), (0.0, 1)])
+def test_verifier_micro_batches_do_not_change_training(model_dir, backbone_lr, top_layers):
+    """Verifier training with whole batches and with micro-batches of one response: the same weights, whether the
+    backbone trains or is frozen under fresh top layers."""
     tok = pav.load_tokenizer(model_dir)
     table = data.step_end_table(tok, "\n")
     prompts = [tok.encode("Q: 1+1?\n"), tok.encode("Q: 2+2?\n"), tok.encode("Q: 3+3?\n")]
@@ -298,9 +300,9 @@ def test_verifier_micro_batches_do_not_change_training(model_dir):
     labelled = torch.tensor([[True, True, True, False], [True, True, False, False], [True, True, True, True]])
     after = []
     for micro in (0, 1):
-        cfg = pav.Config(verifier_steps=3, verifier_batch=3, micro_batch_size=micro)
+        cfg = pav.Config(verifier_steps=3, verifier_batch=3, micro_batch_size=micro, verifier_lr=backbone_lr)
         torch.manual_seed(0)
-        v = pav.Verifier(pav.load_lm(model_dir))
+        v = pav.Verifier(pav.load_lm(model_dir), top_layers=top_layers)
         start = torch.cat([p.detach().flatten() for p in v.parameters()])
         pav.train_verifier(v, tok, prompts, responses, labels, labelled, table, cfg, desc="test")
         after.append(torch.cat([p.detach().flatten() for p in v.parameters()]))

@@ -24,7 +24,8 @@ P_EOS, P_BOS = 14, 15
 def random_verifier(vocab, seed=0):
     """A tiny random Verifier whose head is set by hand, larger than nn.Linear's default init, so that its scores
     spread well away from 0.5 and the comparisons below have teeth."""
-    v = pav.Verifier(tiny_llama(vocab, seed=seed))
+    torch.manual_seed(seed)
+    v = pav.Verifier(tiny_llama(vocab, seed=seed), top_layers=1)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         v.head.weight.copy_(torch.randn(v.head.weight.shape, generator=g) * 0.5)
@@ -70,7 +71,7 @@ def test_score_rows_positions_by_hand(arith):
 @pytest.mark.parametrize("batch", [256, 2])
 def test_one_pass_equals_scoring_each_prefix(arith, batch):
     """predict_q on whole responses (right-padded batch) == predict_q on every prefix separately == a plain
-    unpadded forward read at the prefix's last token."""
+    unpadded forward with the product of the Verifier's formula taken by hand."""
     tok = arith.tokenizer
     table = data.step_end_table(tok, "\n")
     v = random_verifier(len(tok))
@@ -91,10 +92,22 @@ def test_one_pass_equals_scoring_each_prefix(arith, batch):
     for j, (i, h) in enumerate(where):
         assert m[i, h]
         assert q_cut[j, last[j]].item() == pytest.approx(q[i, h].item(), abs=1e-5), (i, h)
-        with torch.no_grad():
-            seq = torch.tensor([cut_prompts[j] + cuts[j]])
-            alone = torch.sigmoid(v(seq, torch.ones_like(seq))[0, -1]).item()
-        assert alone == pytest.approx(q[i, h].item(), abs=1e-5), (i, h)
+        assert alone(v, cut_prompts[j], cuts[j], table) == pytest.approx(q[i, h].item(), abs=1e-5), (i, h)
+
+
+def alone(v, prompt, response, table):
+    """Q_hat of the whole prefix prompt + response by the Verifier's formula, written out: an unpadded forward through
+    the backbone and the top layers, the head at the last prompt token and at each step's last token, sigmoid(v) of
+    the last times sigmoid(u) of all."""
+    ends = [len(prompt) + c - 1 for c in (pav.step_cuts(response, table) if response else [0])]   # cut 0: the prompt
+    with torch.no_grad():
+        h = v.lm.base_model(input_ids=torch.tensor([prompt + response])).last_hidden_state   # (1, L, D)
+        h = v.top(inputs_embeds=h).last_hidden_state[0]                                    # (L, D)
+        value, survive = v.head(h[ends]).T.tolist()
+    q = 1 / (1 + math.exp(-value[-1]))
+    for u in survive:
+        q *= 1 / (1 + math.exp(-u))
+    return q
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -134,39 +147,67 @@ def test_weighted_bce_is_the_average_of_the_buckets_mean_bce():
     assert loss != pytest.approx(sum(low + high) / 5, abs=1e-3)               # not the plain mean
 
 
-def test_train_verifier_balances_the_buckets(planted):
+@pytest.mark.parametrize("balance, expected", [(True, 0.5), (False, 0.18)])
+def test_train_verifier_balances_the_buckets(planted, balance, expected):
     """Ten identical inputs (the bare problem), nine labelled 0.1 and one 0.9: a verifier that cannot tell them apart
-    settles where the loss puts it. Balanced buckets: (0.1 + 0.9) / 2 = 0.5; the plain mean would give 0.18."""
+    settles where the loss puts it. Balanced buckets (--balance): (0.1 + 0.9) / 2 = 0.5; the plain mean: 0.18."""
     tok = planted.tokenizer
     prompts, responses = [[P_BOS]] * 10, [[]] * 10
     labels = torch.tensor([[0.1]] * 9 + [[0.9]])                              # (R, H+1) with H = 0
     table = data.step_end_table(tok, None)
-    cfg = pav.Config(task="planted", verifier_steps=150, verifier_batch=16, verifier_lr=1e-2)
+    cfg = pav.Config(task="planted", verifier_steps=150, verifier_batch=16, verifier_lr=1e-2, balance=balance)
     v = pav.train_verifier(pav.Verifier(tiny_llama(len(tok), hidden=16, layers=1)), tok, prompts, responses, labels,
                            torch.ones(10, 1, dtype=torch.bool), table, cfg, desc="balance")
     q, _ = pav.predict_q(v, tok, prompts[:1], responses[:1], table)
-    # measured 0.481 (batches without the 0.9 row pull a little low: each batch's loss is normalised by its own
-    # weights); the unweighted optimum, 0.18, is far outside
-    assert abs(q[0, 0].item() - 0.5) < 0.1, q
+    # measured 0.481 balanced (batches without the 0.9 row pull a little low: each batch's loss is normalised by its
+    # own weights) and 0.178 plain; each is far outside the other's interval
+    assert abs(q[0, 0].item() - expected) < 0.1, q
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Soft labels are never rounded
 
-def test_soft_labels_train_toward_their_value(planted):
-    """Every prefix labelled 0.3: the verifier predicts 0.3, not 0 or 1 (rounding would give 0)."""
+@pytest.mark.parametrize("backbone_lr, top_layers", [(1e-2, 0), (0.0, 1)])
+def test_soft_labels_train_toward_their_value(planted, backbone_lr, top_layers):
+    """Every prefix labelled 0.3: the verifier predicts 0.3, not 0 or 1 (rounding would give 0). Its backbone either
+    trains, or (pav.py's default) is frozen, its states cached, and left exactly as it was."""
     tok = planted.tokenizer
     table = data.step_end_table(tok, None)
     responses = [[1, 2, 3], [3, 6, 0, 3, 5, P_EOS], [7], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [9, P_EOS]]
     prompts = [[P_BOS]] * len(responses)
     labels = torch.full((5, 11), 0.3)
     labelled = torch.ones(5, 11, dtype=torch.bool)                            # train_verifier masks past the end
-    cfg = pav.Config(task="planted", verifier_steps=100, verifier_batch=8, verifier_lr=1e-2)
-    v = pav.train_verifier(pav.Verifier(tiny_llama(len(tok), hidden=16, layers=1)), tok, prompts, responses, labels,
-                           labelled, table, cfg, desc="soft")
+    cfg = pav.Config(task="planted", verifier_steps=400, verifier_batch=8, verifier_lr=backbone_lr)
+    v = pav.Verifier(tiny_llama(len(tok), hidden=16, layers=1), top_layers=top_layers)
+    before = [p.detach().clone() for p in v.lm.parameters()]
+    v = pav.train_verifier(v, tok, prompts, responses, labels, labelled, table, cfg, desc="soft")
+    unchanged = all(torch.equal(a, b) for a, b in zip(before, v.lm.parameters()))
+    assert unchanged == (backbone_lr == 0)
+    assert all(p.requires_grad for p in v.parameters())                      # handed back trainable
     q, m = pav.predict_q(v, tok, prompts, responses, table)
     assert m.sum() == 3 + 6 + 1 + 10 + 2 + 5
     assert (q[m] - 0.3).abs().max().item() < 0.03, q[m]   # measured max error 0.0045
+
+
+def test_frozen_backbone_trains_the_same_with_and_without_its_cached_states(planted, monkeypatch):
+    """A frozen backbone's states are computed once and cached, unless they would take too much memory: then they are
+    recomputed at every step. Both give the same top layers and head."""
+    tok = planted.tokenizer
+    table = data.step_end_table(tok, None)
+    responses = [[1, 2, 3], [3, 6, 0, 3, 5, P_EOS], [7], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [9, P_EOS]]
+    prompts = [[P_BOS]] * len(responses)
+    labels = torch.rand(5, 11, generator=torch.Generator().manual_seed(0))
+    cfg = pav.Config(task="planted", verifier_steps=20, verifier_batch=4, micro_batch_size=2)
+    weights = []
+    for limit in (pav.STATE_CACHE_BYTES, 0):
+        monkeypatch.setattr(pav, "STATE_CACHE_BYTES", limit)
+        torch.manual_seed(0)
+        v = pav.Verifier(tiny_llama(len(tok), hidden=16, layers=1), top_layers=1)
+        start = torch.cat([p.detach().flatten() for p in v.parameters()])
+        pav.train_verifier(v, tok, prompts, responses, labels, torch.ones(5, 11, dtype=torch.bool), table, cfg, "c")
+        weights.append(torch.cat([p.detach().flatten() for p in v.parameters()]))
+        assert (weights[-1] - start).abs().max() > 1e-3                      # it trained
+    assert (weights[0] - weights[1]).abs().max() < 1e-5
 
 
 def stochastic_planted_model():

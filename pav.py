@@ -971,8 +971,10 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
         for part in micro_batches(len(rows), cfg.micro_batch_size):
             r = rows[part]
             L = int(pos[r].max()) + 1
-            h = None if not frozen else (states[r, :L].to(device) if states is not None else
-                                         backbone_states(verifier, ids[r, :L], mask[r, :L], cfg, device))
+            h = None                                                      # a trained backbone runs in the pass
+            if frozen:
+                h = (states[r, :L].to(device) if states is not None else
+                     backbone_states(verifier, ids[r, :L], mask[r, :L], cfg, device))
             with autocast(device):
                 pred = verifier(*(t.to(device) for t in (ids[r, :L], mask[r, :L], pos[r], pos_mask[r])), h=h)
             w = weight[r].to(device)                                      # (b, H+1), 0 where unlabelled
@@ -993,11 +995,10 @@ STATE_CACHE_BYTES = 2 ** 31   # a frozen backbone's states are cached when they 
 @torch.no_grad()
 def backbone_states(verifier, ids, mask, cfg, to):
     """The (frozen) backbone's last hidden states of all rows (R, L, D) as fp32 on device `to`, in micro-batches."""
-    device, out = next(verifier.parameters()).device, []
-    for part in micro_batches(len(ids), cfg.micro_batch_size or 256):
-        with autocast(device):
-            out.append(verifier.backbone(ids[part].to(device), mask[part].to(device)).float().to(to))
-    return torch.cat(out)
+    device = next(verifier.parameters()).device
+    with autocast(device):
+        return torch.cat([verifier.backbone(ids[part].to(device), mask[part].to(device)).float().to(to)
+                          for part in micro_batches(len(ids), cfg.micro_batch_size or 256)])
 
 
 def seed_rollouts(model, task, tokenizer, problems, n_seeds, cfg):

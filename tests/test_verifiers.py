@@ -186,7 +186,7 @@ def test_soft_labels_train_toward_their_value(planted, backbone_lr, top_layers):
     assert all(p.requires_grad for p in v.parameters())                      # handed back trainable
     q, m = pav.predict_q(v, tok, prompts, responses, table)
     assert m.sum() == 3 + 6 + 1 + 10 + 2 + 5
-    assert (q[m] - 0.3).abs().max().item() < 0.03, q[m]   # measured max error 0.0045
+    assert (q[m] - 0.3).abs().max().item() < 0.03, q[m]   # measured max error 0.007 trained, 0.009 frozen
 
 
 def test_frozen_backbone_trains_the_same_with_and_without_its_cached_states(planted, monkeypatch):

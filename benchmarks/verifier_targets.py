@@ -14,10 +14,10 @@ Every target is built from one set of `--problems` seed rollouts of the cached a
    with a larger gap to the right ones early on; mc_bo16 with 16 rollouts is "any rollout succeeded". Their MAE is
    that of Q^pi read back as 1 - (1 - q)^(1/K).
 
-Each target trains a fresh `pav.Verifier` on the policy with `pav.train_verifier` (the PQM's own trainer and settings), and the
-report compares each against the held-out Monte Carlo labels of `pav.py` (`pav.verifier_report`). It also gives
-each verifier's held-out accuracy at telling all-correct prefixes from the rest (ranking by AUC, so that the scale of
-a Q-value does not matter). Results go to `<out>/verifier_targets.json`.
+Each target trains a fresh `pav.Verifier` on the policy with `pav.train_verifier` (the PQM's own trainer and
+settings), and the report compares each against the held-out Monte Carlo labels of `pav.py` (`pav.verifier_report`).
+It also gives each verifier's held-out accuracy at telling all-correct prefixes from the rest (ranking by AUC, so
+that the scale of a Q-value does not matter). Results go to `<out>/verifier_targets.json`.
 """
 
 import copy

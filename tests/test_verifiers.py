@@ -19,6 +19,7 @@ from conftest import bigram_llama, tiny_llama
 A_EOS, A_PAD = 17, 19
 # planted ids: tokens 0-13, EOS 14, BOS 15, PAD 16.
 P_EOS, P_BOS = 14, 15
+PLANTED_RESPONSES = [[1, 2, 3], [3, 6, 0, 3, 5, P_EOS], [7], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [9, P_EOS]]   # lengths 3-10
 
 
 def random_verifier(vocab, seed=0):
@@ -173,7 +174,7 @@ def test_soft_labels_train_toward_their_value(planted, backbone_lr, top_layers):
     trains, or (pav.py's default) is frozen, its states cached, and left exactly as it was."""
     tok = planted.tokenizer
     table = data.step_end_table(tok, None)
-    responses = [[1, 2, 3], [3, 6, 0, 3, 5, P_EOS], [7], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [9, P_EOS]]
+    responses = PLANTED_RESPONSES
     prompts = [[P_BOS]] * len(responses)
     labels = torch.full((5, 11), 0.3)
     labelled = torch.ones(5, 11, dtype=torch.bool)                            # train_verifier masks past the end
@@ -194,7 +195,7 @@ def test_frozen_backbone_trains_the_same_with_and_without_its_cached_states(plan
     recomputed at every step. Both give the same top layers and head."""
     tok = planted.tokenizer
     table = data.step_end_table(tok, None)
-    responses = [[1, 2, 3], [3, 6, 0, 3, 5, P_EOS], [7], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [9, P_EOS]]
+    responses = PLANTED_RESPONSES
     prompts = [[P_BOS]] * len(responses)
     labels = torch.rand(5, 11, generator=torch.Generator().manual_seed(0))
     cfg = pav.Config(task="planted", verifier_steps=20, verifier_batch=4, micro_batch_size=2)

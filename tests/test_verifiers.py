@@ -19,7 +19,7 @@ from conftest import bigram_llama, tiny_llama
 A_EOS, A_PAD = 17, 19
 # planted ids: tokens 0-13, EOS 14, BOS 15, PAD 16.
 P_EOS, P_BOS = 14, 15
-PLANTED_RESPONSES = [[1, 2, 3], [3, 6, 0, 3, 5, P_EOS], [7], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [9, P_EOS]]   # lengths 3-10
+PLANTED_RESPONSES = [[1, 2, 3], [3, 6, 0, 3, 5, P_EOS], [7], [4, 4, 4, 4, 4, 4, 4, 4, 4, 4], [9, P_EOS]]  # 1-10 tokens
 
 
 def random_verifier(vocab, seed=0):

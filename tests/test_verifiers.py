@@ -98,12 +98,17 @@ def test_one_pass_equals_scoring_each_prefix(arith, batch):
 
 def alone(v, prompt, response, table):
     """Q_hat of the whole prefix prompt + response by the Verifier's formula, written out: an unpadded forward through
-    the backbone and the top layers, the head at the last prompt token and at each step's last token, sigmoid(v) of
-    the last times sigmoid(u) of all."""
+    the backbone, each token's log-probability under it times the surprise direction added to its last hidden state,
+    the top layers, the head at the last prompt token and at each step's last token, sigmoid(v) of the last times
+    sigmoid(u) of all."""
     ends = [len(prompt) + c - 1 for c in (pav.step_cuts(response, table) if response else [0])]   # cut 0: the prompt
+    x = prompt + response
     with torch.no_grad():
-        h = v.lm.base_model(input_ids=torch.tensor([prompt + response])).last_hidden_state   # (1, L, D)
-        h = v.top(inputs_embeds=h).last_hidden_state[0]                                    # (L, D)
+        h = v.lm.base_model(input_ids=torch.tensor([x])).last_hidden_state[0]             # (L, D)
+        logits = v.lm.lm_head(h)                                                           # (L, V)
+        logp = [0.0] + [torch.log_softmax(logits[t - 1], -1)[x[t]].item() for t in range(1, len(x))]
+        h = h + torch.tensor(logp)[:, None] * v.surprise.weight[:, 0]
+        h = v.top(inputs_embeds=h[None]).last_hidden_state[0]                             # (L, D)
         value, survive = v.head(h[ends]).T.tolist()
     q = 1 / (1 + math.exp(-value[-1]))
     for u in survive:
@@ -190,9 +195,9 @@ def test_soft_labels_train_toward_their_value(planted, backbone_lr, top_layers):
     assert (q[m] - 0.3).abs().max().item() < 0.03, q[m]   # measured max error 0.007 trained, 0.009 frozen
 
 
-def test_frozen_backbone_trains_the_same_with_and_without_its_cached_states(planted, monkeypatch):
-    """A frozen backbone's states are computed once and cached, unless they would take too much memory: then they are
-    recomputed at every step. Both give the same top layers and head."""
+def test_frozen_backbone_trains_the_same_with_and_without_its_cached_features(planted, monkeypatch):
+    """A frozen backbone's features are computed once and cached, unless they would take too much memory: then they
+    are recomputed at every step. Both give the same top layers and head."""
     tok = planted.tokenizer
     table = data.step_end_table(tok, None)
     responses = PLANTED_RESPONSES

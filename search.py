@@ -28,9 +28,9 @@ Differences from the paper:
    our 5-step responses).
 2. A finished response keeps the score of its last step and competes with the new candidates at every later depth;
    at equal scores a finished response is kept before an unfinished one, and otherwise the earlier candidate first.
-   Identical candidates of a problem are merged into one, so the beam holds up to B distinct prefixes (the paper is
-   silent; our policy often samples the same step several times, and copies would crowd the beam). The duplicates'
-   tokens still count as sampled.
+   Identical candidates stay separate beams unless `--merge`; the paper is silent. On `arith` every line has one right
+   text, so a merged beam holds at most one right prefix, whose C samples must contain the next right line: beam
+   search then stops gaining with N (see the README). Merged duplicates' tokens still count as sampled.
 3. Cost is sampled tokens (and steps) of the policy; the verifiers' forward passes are not counted, as in the paper.
 4. alpha is tuned (with --alphas) on train-split problems drawn with another seed, at one budget (--tune-n),
    not over the full range of N.
@@ -66,6 +66,8 @@ class SearchConfig(pav.Config):
     ns: str = arg("2,4,8,16,32", "budgets N: samples of best-of-N and beam width of beam search")
     expand: int = arg(3, "C: next steps sampled from each beam at every depth")
     beam_width: str = arg("n", "beam width B: n means B = N (the paper), or a fixed positive integer")
+    merge: bool = arg(False, "merge identical candidates of a problem into one beam, so that the beam holds B distinct "
+                             "prefixes; off: copies are beams of their own, as in plain beam search")
     search_problems: int = arg(128, "held-out (test-split) problems of the table")
     alphas: str = arg("", "if set (e.g. 0,0.2,0.5,1,2): pick alpha among these on a validation split; else --alpha")
     val_problems: int = arg(128, "validation problems for --alphas (train split, another seed than any other stage)")
@@ -158,15 +160,17 @@ class Beam:
     done: bool       # a complete response: never extended again
 
 
-def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth):
+def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth, merge):
     """Beam search over steps for all problems at once.
 
     sample_steps(rows, C) -> for each (problem, prefix) row, C sampled next steps (token lists);
     score(rows) -> (search score, Q_hat^pi) of each (problem, prefix) row, two (R,) tensors;
     done(problem, prefix) -> whether the prefix is a complete response.
     Every depth: each unfinished beam samples C next steps (all beams of all problems in one call), the candidates
-    join the finished responses of the pool, and the top `width` by score stay. Returns each problem's final pool
-    (best first), answer (the finished beam with the highest Q_hat^pi) and sampled tokens and steps.
+    join the finished responses of the pool, and the top `width` by score stay. With `merge`, identical candidates
+    of a problem are one candidate; without, each copy is a beam of its own and samples its own next steps. Returns
+    each problem's final pool (best first), answer (the finished beam with the highest Q_hat^pi) and sampled tokens
+    and steps.
     """
     pool = [[Beam([], 0.0, 0.0, False) for _ in range(width)] for _ in range(n_problems)]   # B copies of the problem
     tokens, steps = [0] * n_problems, [0] * n_problems
@@ -175,20 +179,21 @@ def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth)
         if not open_:
             break
         children = sample_steps(open_, expand)
-        candidates = [{tuple(b.response): b for b in beams if b.done} for beams in pool]   # finished ones stay
+        candidates = [[b for b in beams if b.done] for beams in pool]     # finished ones stay
+        seen = [{tuple(b.response) for b in c} for c in candidates]
         new = []
         for (i, y), kids in zip(open_, children):
             tokens[i] += sum(len(a) for a in kids)
             steps[i] += len(kids)
             for a in kids:
-                if tuple(y + a) not in candidates[i]:                     # identical candidates are merged
-                    candidates[i][tuple(y + a)] = None
+                if not (merge and tuple(y + a) in seen[i]):
+                    seen[i].add(tuple(y + a))
                     new.append((i, y + a))
         s, q = score(new)
         for (i, y), s_i, q_i in zip(new, s.tolist(), q.tolist()):
-            candidates[i][tuple(y)] = Beam(y, s_i, q_i, done(i, y))
+            candidates[i].append(Beam(y, s_i, q_i, done(i, y)))
         # keep the top B by score; at a tie a finished response first, then the earlier candidate (a stable sort)
-        pool = [sorted(c.values(), key=lambda b: (-b.score, not b.done))[:width] for c in candidates]
+        pool = [sorted(c, key=lambda b: (-b.score, not b.done))[:width] for c in candidates]
     answers = []
     for beams in pool:
         finished = [b for b in beams if b.done] or beams                  # (only if max_depth cut the search short)
@@ -247,7 +252,7 @@ def run_beam(model, pav_, task, tokenizer, problems, width, alpha, cfg, table, o
              pav_scorer(pav_, prompts, alpha))
     return beam_search(len(problems), policy_step_sampler(model, task, tokenizer, problems, cfg, table), score,
                        lambda i, y: pav.is_complete(y, task, tokenizer), width, cfg.expand,
-                       max_depth=task.max_new_tokens)
+                       max_depth=task.max_new_tokens, merge=cfg.merge)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_beam_search_with_exact_optimistic_scores_returns_the_brute_force_top_b(
     done, value, leaf_value = tree(C, D, seed, stop_prob=0.3)
     score = lambda rows: (torch.tensor([value(y) for _, y in rows]), torch.tensor([value(y) for _, y in rows]))
     pool, answers, tokens, steps = search.beam_search(1, enumerate_steps(C, done=done), score,
-                                                      lambda i, y: done(y), width, C, max_depth=D)
+                                                      lambda i, y: done(y), width, C, max_depth=D, merge=True)
     brute = sorted(leaf_value, key=leaf_value.get, reverse=True)[:width]
     assert [tuple(b.response) for b in pool[0]] == brute
     assert all(b.done for b in pool[0])
@@ -81,7 +81,7 @@ def test_finished_beams_are_never_extended_nor_dropped_for_worse_unfinished_ones
     calls = []
     score = lambda rows: (torch.tensor([score_of(y) for _, y in rows]), torch.tensor([1.0 - len(y) for _, y in rows]))
     pool, answers, tokens, steps = search.beam_search(1, enumerate_steps(C, calls, done), score,
-                                                      lambda i, y: done(y), 2, C, max_depth=5)
+                                                      lambda i, y: done(y), 2, C, max_depth=5, merge=True)
     assert pool[0][0].response == [0] and pool[0][0].done
     assert calls == [[[], []], [[1]], [[1, 0]]]      # depth 1: two copies of the problem; then only the open beam
     assert pool[0][1].response == [1, 0, 0] and pool[0][1].done
@@ -95,10 +95,12 @@ def test_ties_keep_a_finished_response_over_an_unfinished_one_then_the_earlier_c
     done = lambda y: y in ([1],) or len(y) == 2
     # depth 1: all three steps score 0.5; only [1] is finished. Width 1 keeps [1] (finished wins the tie).
     score = lambda rows: (torch.full((len(rows),), 0.5), torch.zeros(len(rows)))
-    pool, answers, _, _ = search.beam_search(1, enumerate_steps(C, done=done), score, lambda i, y: done(y), 1, C, 4)
+    pool, answers, _, _ = search.beam_search(1, enumerate_steps(C, done=done), score, lambda i, y: done(y), 1, C, 4,
+                                             merge=True)
     assert [b.response for b in pool[0]] == [[1]]
     # width 2 at a tie between unfinished ones: [1] first, then the earliest unfinished candidate [0]
-    pool, _, _, _ = search.beam_search(1, enumerate_steps(C, done=done), score, lambda i, y: done(y), 2, C, 1)
+    pool, _, _, _ = search.beam_search(1, enumerate_steps(C, done=done), score, lambda i, y: done(y), 2, C, 1,
+                                       merge=True)
     assert [b.response for b in pool[0]] == [[1], [0]]
 
 
@@ -107,10 +109,21 @@ def test_identical_candidates_are_merged_but_their_tokens_count():
     def same(rows, expand):
         return [[[7, 8]] * expand for _ in rows]
     score = lambda rows: (torch.zeros(len(rows)), torch.zeros(len(rows)))
-    pool, _, tokens, steps = search.beam_search(2, same, score, lambda i, y: len(y) >= 4, 4, 3, 10)
+    pool, _, tokens, steps = search.beam_search(2, same, score, lambda i, y: len(y) >= 4, 4, 3, 10, merge=True)
     assert [[b.response for b in p] for p in pool] == [[[7, 8, 7, 8]]] * 2
     # depth 1: 4 copies x 3 steps x 2 tokens; depth 2: the one distinct prefix x 3 x 2
     assert tokens == [4 * 3 * 2 + 3 * 2] * 2 and steps == [4 * 3 + 3] * 2
+
+
+def test_without_merging_identical_candidates_are_beams_of_their_own():
+    """The same sampler without merging: the 12 identical candidates of depth 1 fill all 4 beams, and each of the 4
+    samples its own 3 next steps at depth 2."""
+    def same(rows, expand):
+        return [[[7, 8]] * expand for _ in rows]
+    score = lambda rows: (torch.zeros(len(rows)), torch.zeros(len(rows)))
+    pool, _, tokens, steps = search.beam_search(2, same, score, lambda i, y: len(y) >= 4, 4, 3, 10, merge=False)
+    assert [[b.response for b in p] for p in pool] == [[[7, 8, 7, 8]] * 4] * 2
+    assert tokens == [4 * 3 * 2 + 4 * 3 * 2] * 2 and steps == [4 * 3 + 4 * 3] * 2
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -146,7 +159,8 @@ def test_token_and_step_counts_equal_a_hand_count(loop_policy):
     sampler = search.policy_step_sampler(loop_policy, task, tok, problems, cfg, table)
     score = lambda rows: (torch.zeros(len(rows)), torch.zeros(len(rows)))
     pool, answers, tokens, steps = search.beam_search(len(problems), sampler, score,
-                                                      lambda i, y: pav.is_complete(y, task, tok), 2, 3, 10)
+                                                      lambda i, y: pav.is_complete(y, task, tok), 2, 3, 10,
+                                                      merge=True)
     assert tokens == [42] * 3 and steps == [12] * 3
     assert all(tok.decode(a.response) == "1+2\n1+2\n1+" and a.done for a in answers)
 

@@ -54,8 +54,8 @@ from pav import arg
 # Config: pav.py's flags (policy, verifiers) plus the RL ones
 
 TASK_DEFAULTS = {   # used where a flag is left at its "task default" value
-    "arith": {"alpha": 3.0, "iterations": 80, "early_iteration": 0, "eval_every": 4},
-    "planted": {"alpha": 1.0, "iterations": 400, "early_iteration": 100, "eval_every": 10},
+    "arith": {"alpha": 3.0, "iterations": 80, "early_iteration": 0, "eval_every": 4, "lr": 3e-4},
+    "planted": {"alpha": 1.0, "iterations": 400, "early_iteration": 100, "eval_every": 10, "lr": 1e-3},
 }
 
 
@@ -68,7 +68,8 @@ class RLConfig(pav.Config):
     iterations: int = arg(0, "policy-gradient iterations per run; 0: task default (arith 80, planted 400)")
     batch_size: int = arg(64, "sampled responses per iteration (the same for both runs)")
     group: int = arg(4, "responses per problem; the leave-one-out baseline averages the others of its group")
-    lr: float = arg(1e-3, "Adam learning rate of the policy")
+    lr: float = arg(math.nan, "Adam learning rate of the policy; nan: task default (arith 3e-4, planted 1e-3 as in "
+                              "the paper; at 1e-3 both arith runs swing by 0.1 between evaluations)")
     kl: float = arg(0.001, "weight of the KL penalty to the start policy; 0 switches it off")
     reward_q: bool = arg(False, "control (appendix G): reward Q^mu of each step instead of its advantage A^mu")
     eval_every: int = arg(0, "iterations between evaluations on held-out problems; 0: task default (arith 4, planted 10)")
@@ -92,6 +93,8 @@ def check(cfg):
     defaults = TASK_DEFAULTS["planted" if cfg.task == "planted" else "arith"]   # --data: arith's
     if math.isnan(cfg.alpha):
         cfg.alpha = defaults["alpha"]
+    if math.isnan(cfg.lr):
+        cfg.lr = defaults["lr"]
     if cfg.iterations == 0:
         cfg.iterations = defaults["iterations"]
     if cfg.eval_every == 0:

@@ -135,6 +135,9 @@ BAD = [
     (["--verifier-head-lr", "0"], "learning rates must be positive"),
     (["--verifier-lr=-0.001"], "--verifier-lr and --verifier-layers must be 0 or positive"),
     (["--verifier-layers=-1"], "--verifier-lr and --verifier-layers must be 0 or positive"),
+    (["--p-err", "1"], "--p-err must be in [0, 1), got 1.0"),
+    (["--p-err", "nan"], "--p-err must be in [0, 1), got nan"),
+    (["--task", "planted", "--p-err", "0.5"], "--p-err applies to arith only"),
 ]
 
 
@@ -168,6 +171,14 @@ def test_prover_k_above_eval_mc_is_bad_input(capsys):
     with pytest.raises(SystemExit) as exit:
         pav.check_config(pav.Config(task="planted", prover="bo4", eval_mc=2))
     assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+
+
+def test_p_err_makes_its_own_arith_with_its_own_output_directory():
+    default, harder = pav.Config(), pav.Config(p_err=0.5)
+    pav.check_config(default), pav.check_config(harder)
+    assert default.out == os.path.join("runs", "arith") and harder.out == os.path.join("runs", "arith_p0.5")
+    assert pav.make_task(default).p_err == 0.35 and pav.make_task(harder).p_err == 0.5
+    assert pav.policy_settings(pav.make_task(harder), harder) != pav.policy_settings(pav.make_task(default), default)
 
 
 def test_help_lists_every_config_field_with_its_default(tmp_path):

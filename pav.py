@@ -76,6 +76,8 @@ class Config:
     temperature: float = arg(1.0, "sampling temperature of every rollout")
     p_err: float = arg(0.35, "arith only: chance that a demonstration line's result is wrong, which the warm-started "
                              "policy copies; 0.5 leaves best-of-N well below Pass@N (README); output in runs/arith_p<p>")
+    n_ops: int = arg(4, "arith only: operations (lines) per problem; 8 makes the outcome reward sparse and noisy, "
+                        "where outcome-only RL stalls (README); output in runs/arith_n<n>")
     # real models and data (a GPU is advised; see the README's recipe)
     model: str = arg("", "a local causal-LM directory (or hub name) to use as the base policy as it is; empty: the "
                          "embedded tiny Llama, built and warm-started by us")
@@ -164,8 +166,12 @@ def resolve_task(cfg):
         fail("planted is defined over its own 15 tokens; --model works with arith or --data")
     if not 0 <= cfg.p_err < 1:
         fail(f"--p-err must be in [0, 1), got {cfg.p_err}")
+    if cfg.n_ops < 1:
+        fail(f"--n-ops must be positive, got {cfg.n_ops}")
     if cfg.task != "arith" and cfg.p_err != data.Arith().p_err:
         fail(f"--p-err applies to arith only (its demonstrations' error rate), not to {cfg.task}")
+    if cfg.task != "arith" and cfg.n_ops != data.Arith().n_ops:
+        fail(f"--n-ops applies to arith only (its operations per problem), not to {cfg.task}")
 
 
 def check_config(cfg):
@@ -198,8 +204,9 @@ def check_config(cfg):
     if cfg.micro_batch_size < 0:
         fail(f"--micro-batch-size must be 0 (whole batches) or positive, got {cfg.micro_batch_size}")
     name = os.path.splitext(os.path.basename(cfg.data))[0] if cfg.data else cfg.task
-    if cfg.task == "arith" and cfg.p_err != data.Arith().p_err:
-        name += f"_p{cfg.p_err:g}"                                    # its own policy: keep the default's caches
+    if cfg.task == "arith":                                            # its own policy: keep the default's caches
+        name += f"_p{cfg.p_err:g}" if cfg.p_err != data.Arith().p_err else ""
+        name += f"_n{cfg.n_ops}" if cfg.n_ops != data.Arith().n_ops else ""
     cfg.out = cfg.out or os.path.join("runs", name)
     try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
         task = make_task(cfg)
@@ -216,7 +223,7 @@ def check_config(cfg):
 
 def make_task(cfg):
     if cfg.task == "arith":
-        return data.Arith(p_err=cfg.p_err)
+        return data.Arith(n_ops=cfg.n_ops, p_err=cfg.p_err)
     if cfg.task != "data":
         return data.get_task(cfg.task)
     delimiter = cfg.step_delimiter.replace("\\n", "\n").replace("\\t", "\t")   # typed as \n on the command line

@@ -138,6 +138,8 @@ BAD = [
     (["--p-err", "1"], "--p-err must be in [0, 1), got 1.0"),
     (["--p-err", "nan"], "--p-err must be in [0, 1), got nan"),
     (["--task", "planted", "--p-err", "0.5"], "--p-err applies to arith only"),
+    (["--n-ops", "0"], "--n-ops must be positive, got 0"),
+    (["--task", "planted", "--n-ops", "8"], "--n-ops applies to arith only"),
 ]
 
 
@@ -173,12 +175,16 @@ def test_prover_k_above_eval_mc_is_bad_input(capsys):
     assert exit.value.code == 2 and capsys.readouterr().err.startswith("error: ")
 
 
-def test_p_err_makes_its_own_arith_with_its_own_output_directory():
+def test_p_err_and_n_ops_make_their_own_arith_with_its_own_output_directory():
     default, harder = pav.Config(), pav.Config(p_err=0.5)
     pav.check_config(default), pav.check_config(harder)
     assert default.out == os.path.join("runs", "arith") and harder.out == os.path.join("runs", "arith_p0.5")
     assert pav.make_task(default).p_err == 0.35 and pav.make_task(harder).p_err == 0.5
     assert pav.policy_settings(pav.make_task(harder), harder) != pav.policy_settings(pav.make_task(default), default)
+    longer = pav.Config(n_ops=8)
+    pav.check_config(longer)
+    assert longer.out == os.path.join("runs", "arith_n8") and pav.make_task(longer).n_ops == 8
+    assert pav.policy_settings(pav.make_task(longer), longer) != pav.policy_settings(pav.make_task(default), default)
 
 
 def test_help_lists_every_config_field_with_its_default(tmp_path):

@@ -168,9 +168,10 @@ def resolve_task(cfg):
         fail(f"--p-err must be in [0, 1), got {cfg.p_err}")
     if cfg.n_ops < 1:
         fail(f"--n-ops must be positive, got {cfg.n_ops}")
-    if cfg.task != "arith" and cfg.p_err != data.Arith().p_err:
+    default = data.Arith()
+    if cfg.task != "arith" and cfg.p_err != default.p_err:
         fail(f"--p-err applies to arith only (its demonstrations' error rate), not to {cfg.task}")
-    if cfg.task != "arith" and cfg.n_ops != data.Arith().n_ops:
+    if cfg.task != "arith" and cfg.n_ops != default.n_ops:
         fail(f"--n-ops applies to arith only (its operations per problem), not to {cfg.task}")
 
 
@@ -204,9 +205,10 @@ def check_config(cfg):
     if cfg.micro_batch_size < 0:
         fail(f"--micro-batch-size must be 0 (whole batches) or positive, got {cfg.micro_batch_size}")
     name = os.path.splitext(os.path.basename(cfg.data))[0] if cfg.data else cfg.task
+    default = data.Arith()
     if cfg.task == "arith":                                            # its own policy: keep the default's caches
-        name += f"_p{cfg.p_err:g}" if cfg.p_err != data.Arith().p_err else ""
-        name += f"_n{cfg.n_ops}" if cfg.n_ops != data.Arith().n_ops else ""
+        name += f"_p{cfg.p_err:g}" if cfg.p_err != default.p_err else ""
+        name += f"_n{cfg.n_ops}" if cfg.n_ops != default.n_ops else ""
     cfg.out = cfg.out or os.path.join("runs", name)
     try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
         task = make_task(cfg)

@@ -102,7 +102,9 @@ class Config:
     n_actions: int = arg(4, "actions a ~ pi sampled from each state")
     table_mc: int = arg(64, "prover table: rollouts per prefix (two independent halves, each >= max K)")
     # verifiers (section 4.2, appendix D)
-    n_problems: int = arg(8192, "training problems whose seed rollouts are labelled")
+    n_problems: int = arg(0, "training problems whose seed rollouts are labelled; 0: 8192, or 32768 / n_ops on arith "
+                             "with more than 4 operations (4096 at 8), which keeps the labelled prefixes about as many "
+                             "as lines are added")
     n_cov: int = arg(1, "seed rollouts per training problem (the paper's coverage)")
     n_mc: int = arg(4, "Monte Carlo rollouts from every prefix of every seed rollout (soft label = fraction correct)")
     first_pit: bool = arg(False, "label a seed rollout only up to its first prefix with Q_hat = 0 (the 'first pit')")
@@ -177,6 +179,8 @@ def resolve_task(cfg):
 
 def check_config(cfg):
     resolve_task(cfg)
+    if cfg.n_problems == 0:
+        cfg.n_problems = min(8192, 32768 // cfg.n_ops) if cfg.task == "arith" else 8192
     for name in ("n_mc", "n_states", "n_actions", "table_mc", "eval_problems", "batch_rows", "sft_batch", "d_model",
                  "n_layers", "n_problems", "n_cov", "verifier_steps", "verifier_batch", "eval_verifier_problems",
                  "eval_mc", "max_new_tokens"):
@@ -1075,25 +1079,38 @@ def verifier_settings(task, cfg):
             "prover": "bok" if prover_k(cfg) else os.path.abspath(cfg.prover)}
 
 
-def load_or_train_verifiers(model, task, tokenizer, cfg, device):
+def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
     """ORM, PQM (Q^pi) and, for a policy prover, its Q^mu verifier; cached under runs/<task>/verifiers/<settings>/.
-    The directory name is a hash of every setting they depend on, so changed settings never reuse stale ones."""
+    The directory name is a hash of every setting they depend on, so changed settings never reuse stale ones.
+    `names`: the verifiers the caller needs (default: all). Only missing ones are trained, from Monte Carlo labels that
+    are cached beside them (`labels.pt`), so a later caller that needs another verifier does not collect them again."""
     settings = verifier_settings(task, cfg)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     path = os.path.join(cfg.out, "verifiers", key)
-    names = ["orm", "pqm"] + ([] if prover_k(cfg) else ["q_mu"])
-    if all(os.path.exists(os.path.join(path, n, "head.pt")) for n in names):
+    names = names or ["orm", "pqm"] + ([] if prover_k(cfg) else ["q_mu"])
+    missing = [n for n in names if not os.path.exists(os.path.join(path, n, "head.pt"))]
+    if not missing:
         print(f"loading verifiers from {path}")
         return {n: Verifier.load(os.path.join(path, n), device) for n in names}, path
-    print(f"training verifiers (cached in {path})")
+    print(f"training verifiers {', '.join(missing)} (cached in {path})")
     t0 = time.time()
     problems = task.problems(cfg.n_problems, random.Random(30_000 + cfg.seed))
-    index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, cfg.n_cov, cfg)
-    counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg,
-                                      cfg.first_pit, desc="labels under pi")
+    labels_path = os.path.join(path, "labels.pt")
+    if os.path.exists(labels_path):
+        print(f"  loading the labels from {labels_path}")
+        saved = torch.load(labels_path)
+        index, responses, counts, labelled = (saved[k] for k in ("index", "responses", "counts", "labelled"))
+    else:
+        index, _, responses = seed_rollouts(model, task, tokenizer, problems, cfg.n_cov, cfg)
+        counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg,
+                                          cfg.first_pit, desc="labels under pi")
+        os.makedirs(path, exist_ok=True)
+        torch.save({"index": index, "responses": responses, "counts": counts, "labelled": labelled}, labels_path)
+    prompts = [prompt_ids(tokenizer, problems[i]) for i in index]
     print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
     table = data.step_end_table(tokenizer, task.delimiter)
-    verifiers, soft = {}, counts / cfg.n_mc                               # soft labels in [0, 1], never rounded
+    verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
+    soft = counts / cfg.n_mc                                               # soft labels in [0, 1], never rounded
     # The ORM sees only the outcome of each complete response, at its last position.
     R, ends = len(responses), torch.tensor([len(step_cuts(y, table)) - 1 for y in responses])
     last = torch.zeros(R, counts.shape[1], dtype=torch.bool)
@@ -1103,16 +1120,17 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device):
         lm = load_lm(cfg.verifier_model) if cfg.verifier_model else copy.deepcopy(model)
         return Verifier(lm, cfg.verifier_layers).to(device)
     for name, labels, mask in [("orm", outcomes[:, None] * last, last), ("pqm", soft, labelled)]:
-        torch.manual_seed(cfg.seed)
-        verifiers[name] = train_verifier(backbone(), tokenizer, prompts, responses, labels, mask, table, cfg, desc=name)
-    if "q_mu" in names:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
+        if name in missing:
+            torch.manual_seed(cfg.seed)
+            verifiers[name] = train_verifier(backbone(), tokenizer, prompts, responses, labels, mask, table, cfg, desc=name)
+    if "q_mu" in missing:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
         mu = load_lm(cfg.prover, device)
         counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, desc="labels under mu")
         torch.manual_seed(cfg.seed)
         verifiers["q_mu"] = train_verifier(backbone(), tokenizer, prompts, responses, counts_mu / cfg.n_mc,
                                            labelled_mu, table, cfg, desc="q_mu")
-    for name, v in verifiers.items():
-        v.save(os.path.join(path, name))
+    for name in missing:
+        verifiers[name].save(os.path.join(path, name))
     json.dump(settings, open(os.path.join(path, "settings.json"), "w"), indent=1)
     print(f"  verifiers trained in {time.time() - t0:.0f}s")
     return verifiers, path

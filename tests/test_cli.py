@@ -36,8 +36,9 @@ def finite(x):
 
 
 def cached_in(stdout, verb):
-    """The verifier directory a run printed: 'training verifiers (cached in DIR)' or 'loading verifiers from DIR'."""
-    pattern = r"training verifiers \(cached in (.+)\)$" if verb == "training" else r"loading verifiers from (.+)$"
+    """The verifier directory a run printed: 'training verifiers orm, pqm (cached in DIR)' or 'loading verifiers from
+    DIR'."""
+    pattern = r"training verifiers orm, pqm \(cached in (.+)\)$" if verb == "training" else r"loading verifiers from (.+)$"
     found = [m.group(1) for m in (re.match(pattern, l) for l in stdout.splitlines()) if m]
     assert len(found) == 1, stdout
     return found[0]

@@ -1,6 +1,7 @@
 """The verifiers (section 4.2, appendix D): one-pass scoring, class balance, soft labels, a fit to exact Q-values on
 `planted`, the BoK transform, the PAV's scores and the effective reward, and first-pit labelling."""
 
+import copy
 import dataclasses
 import math
 import os
@@ -463,3 +464,36 @@ def test_verifier_targets_all_correct_flags_and_auc():
     for bad in ("mc,nonsense", "mc_bo32"):                               # K > --n-mc cannot be estimated unbiasedly
         with pytest.raises(SystemExit):
             vt.main(["--targets", bad])
+
+
+def test_verifiers_train_only_what_is_asked_and_reuse_the_cached_labels(planted, tmp_path, monkeypatch):
+    """rl.py asks for the PQM alone; a later caller that needs the ORM too trains it from the cached labels (no new
+    rollouts), and both come out as if trained together."""
+    cfg = pav.Config(task="planted", n_problems=6, n_mc=2, verifier_steps=3, verifier_batch=4, batch_rows=64)
+    policy = tiny_llama(len(planted.tokenizer), hidden=32, layers=1)
+    cpu = torch.device("cpu")
+
+    def train(out, names):
+        torch.manual_seed(0)                    # seed rollouts and labels draw from the global generator
+        return pav.load_or_train_verifiers(policy, planted, planted.tokenizer, dataclasses.replace(cfg, out=str(out)),
+                                           cpu, names=names)
+
+    alone, path = train(tmp_path / "a", ["pqm"])
+    assert list(alone) == ["pqm"] and not os.path.exists(os.path.join(path, "orm"))
+    assert os.path.exists(os.path.join(path, "labels.pt"))
+
+    def no_rollouts(*args, **kwargs):
+        raise AssertionError("the labels are cached: no rollouts needed")
+    with monkeypatch.context() as m:
+        m.setattr(pav, "seed_rollouts", no_rollouts)
+        m.setattr(pav, "collect_labels", no_rollouts)
+        later, _ = train(tmp_path / "a", None)
+    together, _ = train(tmp_path / "b", None)
+    assert set(later) == set(together) == {"orm", "pqm"}
+    for name in ("orm", "pqm"):
+        for (k, v), w in zip(later[name].state_dict().items(), together[name].state_dict().values()):
+            assert torch.equal(v, w), (name, k)
+    # and the ORM trained: its head moved from the fresh head of a verifier built with the same seed
+    torch.manual_seed(cfg.seed)
+    fresh = pav.Verifier(copy.deepcopy(policy), cfg.verifier_layers)
+    assert not torch.equal(fresh.head.weight, later["orm"].head.weight)

@@ -102,9 +102,7 @@ class Config:
     n_actions: int = arg(4, "actions a ~ pi sampled from each state")
     table_mc: int = arg(64, "prover table: rollouts per prefix (two independent halves, each >= max K)")
     # verifiers (section 4.2, appendix D)
-    n_problems: int = arg(0, "training problems whose seed rollouts are labelled; 0: 8192, or 32768 / n_ops on arith "
-                             "with more than 4 operations (4096 at 8), which keeps the labelled prefixes about as many "
-                             "as lines are added")
+    n_problems: int = arg(8192, "training problems whose seed rollouts are labelled")
     n_cov: int = arg(1, "seed rollouts per training problem (the paper's coverage)")
     n_mc: int = arg(4, "Monte Carlo rollouts from every prefix of every seed rollout (soft label = fraction correct)")
     first_pit: bool = arg(False, "label a seed rollout only up to its first prefix with Q_hat = 0 (the 'first pit')")
@@ -179,8 +177,6 @@ def resolve_task(cfg):
 
 def check_config(cfg):
     resolve_task(cfg)
-    if cfg.n_problems == 0:
-        cfg.n_problems = min(8192, 32768 // cfg.n_ops) if cfg.task == "arith" else 8192
     for name in ("n_mc", "n_states", "n_actions", "table_mc", "eval_problems", "batch_rows", "sft_batch", "d_model",
                  "n_layers", "n_problems", "n_cov", "verifier_steps", "verifier_batch", "eval_verifier_problems",
                  "eval_mc", "max_new_tokens"):

@@ -54,18 +54,13 @@ from pav import arg
 # Config: pav.py's flags (policy, verifiers) plus the RL ones
 
 TASK_DEFAULTS = {   # used where a flag is left at its "task default" value
-    # arith with 8 operations: the start policy's successes are mostly luck (wrong lines that cancel modulo 10),
-    # the sparse, noisy outcome reward under which the paper's RL result lives; with 4 (pav.py's default) outcome
-    # reward alone already reaches 0.97 and there is nothing for dense rewards to win (README)
-    "arith": {"n_ops": 8, "alpha": 3.0, "iterations": 80, "early_iteration": 0, "eval_every": 4, "lr": 3e-4},
+    "arith": {"alpha": 3.0, "iterations": 80, "early_iteration": 0, "eval_every": 4, "lr": 3e-4},
     "planted": {"alpha": 1.0, "iterations": 400, "early_iteration": 100, "eval_every": 10, "lr": 1e-3},
 }
 
 
 @dataclass
 class RLConfig(pav.Config):
-    n_ops: int = arg(0, "arith only: operations (lines) per problem; 0: rl.py's default 8, where outcome-only RL "
-                        "stalls (pav.py and search.py default to 4); output in runs/arith_n<n>")
     alpha: float = arg(math.nan, "weight of A^mu in the effective reward Rex + alpha * A^mu; nan: task default "
                                  "(arith 3, planted 1 as in the paper)")
     gammas: str = arg("10", "planted: the gamma-prover mu; several values (e.g. 1,5,9,13,17) run the sweep of Fig. 3b")
@@ -94,8 +89,6 @@ class RLConfig(pav.Config):
 
 def check(cfg):
     """Fill in task defaults, then reject nonsense before any work."""
-    if cfg.n_ops == 0:   # before the output directory, which names a non-default n_ops, is chosen
-        cfg.n_ops = TASK_DEFAULTS["arith"]["n_ops"] if cfg.task == "arith" and not cfg.data else data.Arith().n_ops
     pav.resolve_task(cfg)
     defaults = TASK_DEFAULTS["planted" if cfg.task == "planted" else "arith"]   # --data: arith's
     if math.isnan(cfg.alpha):

@@ -212,22 +212,3 @@ def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
     assert not (tmp_path / "out" / "policy").exists()   # before any work
-
-
-def test_rl_defaults_to_eight_operation_arith_and_shares_pav_py_caches_otherwise():
-    """`python rl.py` runs on arith with 8 operations (runs/arith_n8, the cache of `pav.py --n-ops 8`), whose verifiers
-    label 32768 / 8 = 4096 problems; an explicit --n-ops 4 is pav.py's default arith (runs/arith, 8192 problems);
-    planted has no operations to set."""
-    def resolved(*argv):
-        cfg = pav.parse_config(rl.RLConfig, list(argv))
-        rl.check(cfg)
-        return cfg
-    default, four, planted = resolved(), resolved("--n-ops", "4"), resolved("--task", "planted")
-    assert default.n_ops == 8 and pav.make_task(default).n_ops == 8 and default.out == os.path.join("runs", "arith_n8")
-    assert default.n_problems == 4096 and four.n_problems == planted.n_problems == 8192
-    pav_default = pav.Config()
-    pav.check_config(pav_default)
-    assert four.n_ops == pav_default.n_ops == 4 and four.out == pav_default.out == os.path.join("runs", "arith")
-    assert planted.n_ops == data.Arith().n_ops and planted.out == os.path.join("runs", "planted")
-    with pytest.raises(SystemExit):
-        resolved("--task", "planted", "--n-ops", "8")

@@ -1085,9 +1085,10 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
     path = os.path.join(cfg.out, "verifiers", key)
     names = names or ["orm", "pqm"] + ([] if prover_k(cfg) else ["q_mu"])
     missing = [n for n in names if not os.path.exists(os.path.join(path, n, "head.pt"))]
+    verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
     if not missing:
         print(f"loading verifiers from {path}")
-        return {n: Verifier.load(os.path.join(path, n), device) for n in names}, path
+        return verifiers, path
     print(f"training verifiers {', '.join(missing)} (cached in {path})")
     t0 = time.time()
     problems = task.problems(cfg.n_problems, random.Random(30_000 + cfg.seed))
@@ -1105,7 +1106,6 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
     prompts = [prompt_ids(tokenizer, problems[i]) for i in index]
     print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
     table = data.step_end_table(tokenizer, task.delimiter)
-    verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
     soft = counts / cfg.n_mc                                               # soft labels in [0, 1], never rounded
     # The ORM sees only the outcome of each complete response, at its last position.
     R, ends = len(responses), torch.tensor([len(step_cuts(y, table)) - 1 for y in responses])

@@ -77,7 +77,7 @@ class Config:
     p_err: float = arg(0.35, "arith only: chance that a demonstration line's result is wrong, which the warm-started "
                              "policy copies; 0.5 leaves best-of-N well below Pass@N (README); output in runs/arith_p<p>")
     n_ops: int = arg(4, "arith only: operations (lines) per problem; 8 makes the outcome reward sparse and noisy, "
-                        "where outcome-only RL stalls (README); output in runs/arith_n<n>")
+                        "where outcome-only RL stalls or learns late (README); output in runs/arith_n<n>")
     # real models and data (a GPU is advised; see the README's recipe)
     model: str = arg("", "a local causal-LM directory (or hub name) to use as the base policy as it is; empty: the "
                          "embedded tiny Llama, built and warm-started by us")

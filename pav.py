@@ -1024,6 +1024,46 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
     return verifier.eval()
 
 
+def explained_signal(pred, counts, n):
+    """How much of what its Monte Carlo labels say a verifier has learned: the share of the variance of the true Q
+    that its predictions capture, R^2 = 1 - E[(pred - Q)^2] / Var(Q), over labelled prefixes. Q is unknown, but the
+    labels y = c / n (c of n rollouts succeed) are Q plus binomial noise of variance Q (1 - Q) / n, for which
+    y (1 - y) / (n - 1) is unbiased. So Var(Q) = Var(y) - noise and E[(pred - Q)^2] = E[(pred - y)^2] - noise.
+
+    pred, counts: (P,) over the labelled prefixes. Returns (R^2, std of Q); R^2 near 0: the verifier predicts little
+    more than the mean label. nan when n < 2 (the noise cannot be told apart) or the labels carry no signal."""
+    if n < 2:
+        return math.nan, math.nan
+    y = counts.float() / n
+    noise = (y * (1 - y)).mean() / (n - 1)                               # E[Q (1 - Q) / n]
+    signal = y.var(unbiased=False) - noise                                # Var(Q)
+    if signal <= 0:
+        return math.nan, 0.0
+    return float(1 - (((pred - y) ** 2).mean() - noise) / signal), float(signal.sqrt())
+
+
+FIT_WARNING = 0.25   # on arith: 0.74 at the defaults; 0.03 with p_err 0.6 and 0.02-0.09 with 8 operations, where
+                     # successes are rare (README, 'When successes are rare')
+
+
+def check_fit(verifier, name, tokenizer, prompts, responses, counts, labelled, n, table, rows=2048):
+    """Print `explained_signal` of a trained verifier on (up to `rows` of) its own training responses, and a warning
+    when it has learned little. That is what happened on arith where successes were rare; PAV-RL then did from no
+    better than ORM-RL to far better, so this warns but does not stop."""
+    q, m = predict_q(verifier, tokenizer, prompts[:rows], responses[:rows], table)          # (R, H+1) x 2
+    keep = labelled[:rows, :q.shape[1]] & m
+    r2, sd = explained_signal(q[keep], counts[:rows, :q.shape[1]][keep], n)
+    if math.isnan(r2):
+        print(f"  {name} fit: not measured (it needs --n-mc 2 or more, and labels that vary beyond their noise)")
+        return r2
+    print(f"  {name} fit: it explains {r2:.0%} of the variance of Q in its training labels, Monte Carlo noise "
+          f"removed (std of Q {sd:.3f})")
+    if r2 < FIT_WARNING:
+        print(f"  warning: the {name} has learned little of its labels, so its advantages may be mostly noise "
+              "(README: 'When successes are rare')")
+    return r2
+
+
 STATE_CACHE_BYTES = 2 ** 31   # a frozen backbone's features are cached when they take at most 2 GB as fp32
 
 
@@ -1119,12 +1159,16 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
         if name in missing:
             torch.manual_seed(cfg.seed)
             verifiers[name] = train_verifier(backbone(), tokenizer, prompts, responses, labels, mask, table, cfg, desc=name)
+    if "pqm" in missing:
+        check_fit(verifiers["pqm"], "PQM", tokenizer, prompts, responses, counts, labelled, cfg.n_mc, table)
     if "q_mu" in missing:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
         mu = load_lm(cfg.prover, device)
         counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, desc="labels under mu")
         torch.manual_seed(cfg.seed)
         verifiers["q_mu"] = train_verifier(backbone(), tokenizer, prompts, responses, counts_mu / cfg.n_mc,
                                            labelled_mu, table, cfg, desc="q_mu")
+        check_fit(verifiers["q_mu"], "Q^mu verifier", tokenizer, prompts, responses, counts_mu, labelled_mu, cfg.n_mc,
+                  table)
     for name in missing:
         verifiers[name].save(os.path.join(path, name))
     json.dump(settings, open(os.path.join(path, "settings.json"), "w"), indent=1)

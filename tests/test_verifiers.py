@@ -135,6 +135,40 @@ def test_balanced_weights_by_hand():
         assert pav.balanced_weights(one_bucket).tolist() == [1.0] * len(one_bucket)
 
 
+def test_explained_signal_by_hand():
+    counts, pred = torch.tensor([0.0, 2.0, 4.0]), torch.tensor([0.1, 0.5, 0.9])   # labels y = 0, 0.5, 1 of n = 4
+    noise = (0 + 0.25 + 0) / 3 / 3                                             # mean y (1 - y) / (n - 1)
+    signal = (0 + 0.25 + 1) / 3 - 0.5 ** 2 - noise                             # Var(y) - noise
+    r2, sd = pav.explained_signal(pred, counts, 4)
+    assert r2 == pytest.approx(1 - ((0.01 + 0 + 0.01) / 3 - noise) / signal, abs=1e-6)
+    assert sd == pytest.approx(math.sqrt(signal), abs=1e-6)
+    assert math.isnan(pav.explained_signal(pred, torch.tensor([0.0, 1.0, 1.0]), 1)[0])   # n = 1: noise unknown
+
+
+def test_explained_signal_removes_the_monte_carlo_noise():
+    """Rare high Q among many low ones (arith with p_err 0.6), labels from 4 rollouts each: the noise dwarfs the
+    signal, yet the exact Q scores 1, the mean 0 and halfway between them 3/4."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.tensor([0.1, 0.12, 0.17, 0.37, 1.0])[torch.multinomial(torch.tensor([80.0, 10, 5, 3, 2]), 400_000,
+                                                                        replacement=True, generator=g)]
+    counts = torch.binomial(torch.full_like(q, 4.0), q, generator=g)
+    assert pav.explained_signal(q, counts, 4)[0] == pytest.approx(1.0, abs=0.02)
+    assert pav.explained_signal(torch.full_like(q, float(q.mean())), counts, 4)[0] == pytest.approx(0.0, abs=0.02)
+    assert pav.explained_signal((q + q.mean()) / 2, counts, 4)[0] == pytest.approx(0.75, abs=0.02)
+    naive = 1 - ((q - counts / 4) ** 2).mean() / (counts / 4).var()            # without removing the noise
+    assert naive < 0.6
+
+
+def test_check_fit_warns_when_the_verifier_predicts_the_mean(monkeypatch, capsys):
+    q = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]] * 50)                 # (R, H+1) true Q, 0 or 1
+    counts, labelled = q * 4, torch.ones(q.shape, dtype=torch.bool)            # labels of n = 4, noiseless at 0 and 1
+    for pred, warned in ((q, False), (torch.full_like(q, float(q.mean())), True)):
+        monkeypatch.setattr(pav, "predict_q", lambda *args, pred=pred: (pred, labelled))
+        r2 = pav.check_fit(None, "PQM", None, [], [], counts, labelled, 4, None)
+        assert r2 == pytest.approx(0.0 if warned else 1.0, abs=1e-6)
+        assert ("warning: the PQM has learned little" in capsys.readouterr().out) == warned
+
+
 def test_weighted_bce_is_the_average_of_the_buckets_mean_bce():
     labels = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.0])
     logits = torch.tensor([0.3, -1.2, 2.0, 0.5, -0.7])

@@ -265,18 +265,24 @@ class Planted:
 
 
 class Arith:
-    """Chains of single-digit + and - modulo 10, one operation per line, then `A:<answer>`."""
+    """Chains of single-digit + and - modulo 10, one operation per line, then `A:<answer>`.
+
+    `hard_facts`: the demonstrations err only on a fixed half of the 200 one-line facts (`a+b` and `a-b`), so the base
+    policy has learned about 100 wrong facts, each to be unlearned on its own, not one noise that touches every line
+    alike; and the answer line lists every line's result (`A:3719`), so a wrong chain cannot end right by luck (with
+    a one-digit answer it does, one time in ten)."""
 
     name = "arith"
     delimiter = "\n"
 
-    def __init__(self, n_ops=4, p_err=0.35):
-        self.n_ops, self.p_err = n_ops, p_err
+    def __init__(self, n_ops=4, p_err=0.35, hard_facts=False):
+        self.n_ops, self.p_err, self.hard_facts = n_ops, p_err, hard_facts
         self.tokenizer = CharTokenizer("0123456789+-=:QA\n")
-        self.max_new_tokens = 6 * n_ops + 3 + 1                           # lines "a+b=c\n", "A:d", EOS
+        answer = n_ops if hard_facts else 1
+        self.max_new_tokens = 6 * n_ops + 2 + answer + 1                  # lines "a+b=c\n", "A:" and the answer, EOS
 
     def settings(self):
-        return {"n_ops": self.n_ops, "p_err": self.p_err}
+        return {"n_ops": self.n_ops, "p_err": self.p_err} | ({"hard_facts": True} if self.hard_facts else {})
 
     def problems(self, n, rng, split="train"):
         """n random problems of one split. A problem is held out ("test") iff the CRC32 of its text is 0 mod 5:
@@ -287,8 +293,12 @@ class Arith:
             ops = [rng.choice("+-") for _ in range(self.n_ops)]
             text = str(digits[0]) + "".join(o + str(d) for o, d in zip(ops, digits[1:]))
             if (zlib.crc32(text.encode()) % 5 == 0) == (split == "test"):
-                out.append(Problem(f"Q:{text}\n", str(self.solve(digits, ops)[-1])))
+                results = self.solve(digits, ops)[1:]
+                out.append(Problem(f"Q:{text}\n", self.answer(results)))
         return out
+
+    def answer(self, results):
+        return "".join(map(str, results)) if self.hard_facts else str(results[-1])
 
     @staticmethod
     def solve(digits, ops):
@@ -297,22 +307,29 @@ class Arith:
             acc.append((acc[-1] + d if o == "+" else acc[-1] - d) % 10)
         return acc
 
+    @staticmethod
+    def is_hard(a, op, b):
+        """One of the 100 facts that the demonstrations get wrong with `hard_facts` (a fixed, arbitrary half)."""
+        return zlib.crc32(f"{a}{op}{b}".encode()) % 2 == 0
+
     def check(self, problem, response):
         lines = response.split("\n")
         return float(lines[-1] == f"A:{problem.answer}")
 
     def solution(self, problem, p_err, rng):
-        """A worked solution whose result digit is wrong with probability p_err in each line (errors carry forward)."""
+        """A worked solution whose result digit is wrong with probability p_err in each line (with `hard_facts`, in
+        each line whose fact is hard); errors carry forward."""
         text = problem.prompt[2:-1]
         digits, ops = [int(c) for c in text[::2]], list(text[1::2])
-        acc, lines = digits[0], []
+        acc, lines, results = digits[0], [], []
         for o, d in zip(ops, digits[1:]):
             res = (acc + d if o == "+" else acc - d) % 10
-            if rng.random() < p_err:
+            if (not self.hard_facts or self.is_hard(acc, o, d)) and rng.random() < p_err:
                 res = rng.choice([r for r in range(10) if r != res])
             lines.append(f"{acc}{o}{d}={res}")
             acc = res
-        return "\n".join(lines + [f"A:{acc}"])
+            results.append(res)
+        return "\n".join(lines + [f"A:{self.answer(results)}"])
 
     def demonstrations(self, n, rng, p_err=None):
         p_err = self.p_err if p_err is None else p_err

@@ -78,10 +78,14 @@ class Config:
                              "policy copies; 0.5 leaves best-of-N well below Pass@N (README); output in runs/arith_p<p>")
     n_ops: int = arg(4, "arith only: operations (lines) per problem; 8 makes the outcome reward sparse and noisy, "
                         "where outcome-only RL stalls or learns late (README); output in runs/arith_n<n>")
+    hard_facts: bool = arg(False, "arith only: the demonstrations err only on a fixed half of the one-line facts, and the "
+                                  "answer lists every result (no lucky answers); with --p-err 0.9, outcome-only RL "
+                                  "learns slowly (README); output in runs/arith_facts")
     # real models and data (a GPU is advised; see the README's recipe)
     model: str = arg("", "a local causal-LM directory (or hub name) to use as the base policy as it is; empty: the "
                          "embedded tiny Llama, built and warm-started by us")
-    verifier_model: str = arg("", "backbone of the verifiers (it must share the policy's tokenizer); empty: the policy")
+    verifier_model: str = arg("", "backbone of the verifiers (it must share the policy's tokenizer); empty: the policy; "
+                                  "clean: the embedded arith policy's clean warm start, before the noisy demonstrations")
     data: str = arg("", "JSON lines of problems, GSM8K layout (question, answer '... #### 72') or MATH layout "
                         "(problem, solution with \\boxed{}); replaces --task and needs --model")
     eval_data: str = arg("", "held-out problems in the same layouts; empty: 1 in 5 problems of --data, by question")
@@ -173,6 +177,11 @@ def resolve_task(cfg):
         fail(f"--p-err applies to arith only (its demonstrations' error rate), not to {cfg.task}")
     if cfg.task != "arith" and cfg.n_ops != default.n_ops:
         fail(f"--n-ops applies to arith only (its operations per problem), not to {cfg.task}")
+    if cfg.task != "arith" and cfg.hard_facts:
+        fail(f"--hard-facts applies to arith only (its demonstrations' errors), not to {cfg.task}")
+    if cfg.verifier_model == "clean" and (cfg.model or cfg.task != "arith"):
+        fail("--verifier-model clean is the embedded arith policy's clean warm start; with --model or another task, "
+             "give a model directory")
 
 
 def check_config(cfg):
@@ -209,6 +218,7 @@ def check_config(cfg):
     if cfg.task == "arith":                                            # its own policy: keep the default's caches
         name += f"_p{cfg.p_err:g}" if cfg.p_err != default.p_err else ""
         name += f"_n{cfg.n_ops}" if cfg.n_ops != default.n_ops else ""
+        name += "_facts" if cfg.hard_facts else ""
     cfg.out = cfg.out or os.path.join("runs", name)
     try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
         task = make_task(cfg)
@@ -225,7 +235,7 @@ def check_config(cfg):
 
 def make_task(cfg):
     if cfg.task == "arith":
-        return data.Arith(n_ops=cfg.n_ops, p_err=cfg.p_err)
+        return data.Arith(n_ops=cfg.n_ops, p_err=cfg.p_err, hard_facts=cfg.hard_facts)
     if cfg.task != "data":
         return data.get_task(cfg.task)
     delimiter = cfg.step_delimiter.replace("\\n", "\n").replace("\\t", "\t")   # typed as \n on the command line
@@ -541,8 +551,9 @@ def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_earl
     return step + 1
 
 
-def warm_start(task, tokenizer, cfg, device):
-    """Build the embedded base policy and train it on demonstrations (recipe in ../shared/MACHINE.md)."""
+def warm_start(task, tokenizer, cfg, device, clean_dir=None):
+    """Build the embedded base policy and train it on demonstrations (recipe in ../shared/MACHINE.md). On arith the
+    model after the clean stage is saved to `clean_dir`: `--verifier-model clean` starts the verifiers from it."""
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(policy_config(tokenizer, cfg)).to(device)
     rng = random.Random(cfg.seed)
@@ -563,6 +574,9 @@ def warm_start(task, tokenizer, cfg, device):
         return step >= 300 and acc >= 0.95
     sft(model, tokenizer, clean_pairs(60_000), steps=1500, lr=cfg.sft_lr, batch_size=cfg.sft_batch, seed=cfg.seed,
         desc="warm start (clean)", stop_early=learned, micro_batch=cfg.micro_batch_size)
+    if clean_dir:
+        model.save_pretrained(clean_dir)
+        tokenizer.save_pretrained(clean_dir)
     noisy = task.demonstrations(20_000, rng)
     sft(model, tokenizer, noisy, steps=250, lr=1e-3, batch_size=cfg.sft_batch, seed=cfg.seed + 1,
         desc="warm start (noisy)", warmup=1, micro_batch=cfg.micro_batch_size)
@@ -600,7 +614,7 @@ def load_or_build_policy(task, cfg, device):
         return model, data.CharTokenizer.from_pretrained(path)
     print(f"building the base policy (cached in {path} for later runs)")
     t0 = time.time()
-    model = warm_start(task, task.tokenizer, cfg, device)
+    model = warm_start(task, task.tokenizer, cfg, device, clean_dir=os.path.join(path, "clean"))
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path)
     task.tokenizer.save_pretrained(path)
@@ -1105,12 +1119,24 @@ def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cf
     return counts, labelled
 
 
+def verifier_backbone(cfg):
+    """The directory the verifiers start from (`--verifier-model`), or "" for the policy's own copy."""
+    if cfg.verifier_model != "clean":
+        return cfg.verifier_model
+    path = os.path.join(cfg.out, "policy", "clean")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        fail(f"--verifier-model clean: {path} is missing; the cached policy was built before its clean warm start was "
+             f"kept: delete {os.path.dirname(path)} to rebuild it")
+    return path
+
+
 def verifier_settings(task, cfg):
     keys = ("n_problems", "n_cov", "n_mc", "first_pit", "verifier_steps", "verifier_batch", "verifier_lr", "prover",
             "temperature", "verifier_layers", "verifier_head_lr", "balance")
     # every BoK(pi) prover is derived from the same Q^pi verifier: K does not change what is trained
-    extra = {"verifier_model": os.path.abspath(cfg.verifier_model),
-             "verifier_model_files": model_fingerprint(cfg.verifier_model)} if cfg.verifier_model else {}
+    backbone = verifier_backbone(cfg)
+    extra = {"verifier_model": os.path.abspath(backbone),
+             "verifier_model_files": model_fingerprint(backbone)} if backbone else {}
     return {**policy_settings(task, cfg), "verifier_version": 2, **{k: getattr(cfg, k) for k in keys}, **extra,
             "prover": "bok" if prover_k(cfg) else os.path.abspath(cfg.prover)}
 
@@ -1153,7 +1179,7 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
     last[torch.arange(R), ends] = True
     outcomes = torch.tensor([outcome(task, tokenizer, problems[i], y) for i, y in zip(index, responses)])
     def backbone():   # the policy's copy, or --verifier-model
-        lm = load_lm(cfg.verifier_model) if cfg.verifier_model else copy.deepcopy(model)
+        lm = load_lm(verifier_backbone(cfg)) if cfg.verifier_model else copy.deepcopy(model)
         return Verifier(lm, cfg.verifier_layers).to(device)
     for name, labels, mask in [("orm", outcomes[:, None] * last, last), ("pqm", soft, labelled)]:
         if name in missing:

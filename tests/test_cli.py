@@ -141,6 +141,8 @@ BAD = [
     (["--task", "planted", "--p-err", "0.5"], "--p-err applies to arith only"),
     (["--n-ops", "0"], "--n-ops must be positive, got 0"),
     (["--task", "planted", "--n-ops", "8"], "--n-ops applies to arith only"),
+    (["--task", "planted", "--hard-facts"], "--hard-facts applies to arith only"),
+    (["--task", "planted", "--verifier-model", "clean"], "--verifier-model clean is the embedded arith policy's"),
 ]
 
 
@@ -186,6 +188,23 @@ def test_p_err_and_n_ops_make_their_own_arith_with_its_own_output_directory():
     pav.check_config(longer)
     assert longer.out == os.path.join("runs", "arith_n8") and pav.make_task(longer).n_ops == 8
     assert pav.policy_settings(pav.make_task(longer), longer) != pav.policy_settings(pav.make_task(default), default)
+    facts = pav.Config(hard_facts=True, p_err=0.9)
+    pav.check_config(facts)
+    assert facts.out == os.path.join("runs", "arith_p0.9_facts") and pav.make_task(facts).hard_facts
+
+
+def test_verifier_model_clean_is_the_policy_s_clean_warm_start(tmp_path, capsys):
+    cfg = pav.Config(verifier_model="clean", out=str(tmp_path))
+    pav.check_config(cfg)
+    with pytest.raises(SystemExit) as exit:                # a policy cached before the clean stage was kept
+        pav.verifier_backbone(cfg)
+    assert exit.value.code == 2 and "delete" in capsys.readouterr().err
+    clean = tmp_path / "policy" / "clean"
+    clean.mkdir(parents=True)
+    (clean / "config.json").write_text("{}")
+    assert pav.verifier_backbone(cfg) == str(clean)
+    assert pav.verifier_backbone(pav.Config(verifier_model="some/dir")) == "some/dir"
+    assert pav.verifier_backbone(pav.Config()) == ""
 
 
 def test_help_lists_every_config_field_with_its_default(tmp_path):

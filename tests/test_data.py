@@ -237,6 +237,31 @@ def test_arith_one_error_carries_forward_and_changes_the_answer(arith):
             assert arith.check(p, "\n".join(lines)) == 0.0
 
 
+def test_arith_hard_facts_err_only_on_hard_facts_and_answer_every_result():
+    task, default = data.Arith(hard_facts=True), data.Arith()
+    facts = [(a, o, b) for a in range(10) for o in "+-" for b in range(10)]
+    assert sum(task.is_hard(*f) for f in facts) == 100                   # a fixed half of the 200 facts
+    p = data.Problem("Q:5+6-0+8+5\n", "1194")
+    assert task.problems(1, random.Random(0))[0].answer == "".join(
+        map(str, task.solve([6, 6, 0, 4, 8], list("----"))[1:]))         # the first problem of seed 0: Q:6-6-0-4-8
+    assert task.solution(p, 0.0, random.Random(0)) == "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:1194"
+    assert task.check(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:1194") == 1.0
+    assert task.check(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4") == 0.0
+    # a wrong line makes the answer wrong even when a later error lands back on the right running value
+    assert task.check(p, "5+6=2\n2-0=2\n2+8=9\n9+5=4\nA:2294") == 0.0
+    assert len(task.tokenizer.encode(task.solution(p, 0.0, random.Random(0)))) + 1 == task.max_new_tokens == 31
+    rng, wrong, lines = random.Random(1), {True: 0, False: 0}, {True: 0, False: 0}
+    for q in task.problems(500, random.Random(2)):
+        for line in task.solution(q, 0.9, rng).split("\n")[:-1]:
+            a, o, b, res = int(line[0]), line[1], int(line[2]), int(line[4])
+            hard = task.is_hard(a, o, b)
+            lines[hard] += 1
+            wrong[hard] += res != (a + b if o == "+" else a - b) % 10
+    assert wrong[False] == 0 and abs(wrong[True] / lines[True] - 0.9) < 0.03
+    assert default.settings() == {"n_ops": 4, "p_err": 0.35}                # unchanged: old caches stay valid
+    assert task.settings() == {"n_ops": 4, "p_err": 0.35, "hard_facts": True}
+
+
 def test_tokenizer_round_trip_and_errors(arith, tmp_path):
     tok = arith.tokenizer
     assert len(tok) == 20 and (tok.eos_token_id, tok.bos_token_id, tok.pad_token_id) == (17, 18, 19)

@@ -77,7 +77,7 @@ def test_changed_settings_rebuild(planted_policy, tmp_path, monkeypatch, capsys)
     shutil.copytree(os.path.join(cfg.out, "policy"), tmp_path / "policy")
     built = []
 
-    def fake_warm_start(task, tokenizer, cfg, device):
+    def fake_warm_start(task, tokenizer, cfg, device, clean_dir=None):
         built.append(cfg.seed)
         return tiny_llama(len(tokenizer), hidden=16, layers=1)
 
@@ -100,7 +100,7 @@ def is_test_problem(problem):
     return zlib.crc32(problem.prompt[2:-1].encode()) % 5 == 0
 
 
-def test_train_and_test_splits_never_overlap_and_only_train_is_trained_on(monkeypatch):
+def test_train_and_test_splits_never_overlap_and_only_train_is_trained_on(monkeypatch, tmp_path):
     """The fixed split by problem text: training draws (demonstrations, the warm start's clean solutions, seed
     rollouts, prover-table states) come from "train", evaluation from "test", whatever the sizes and seeds."""
     task = data.Arith()
@@ -121,8 +121,13 @@ def test_train_and_test_splits_never_overlap_and_only_train_is_trained_on(monkey
         problems = pav.eval_problems(task, pav.Config(task="arith", eval_problems=n))
         assert len(problems) == n and all(map(is_test_problem, problems))
     # the warm start, with training stubbed out (nothing is learned): every pair it would train on is train split
-    trained = []
-    monkeypatch.setattr(pav, "sft", lambda model, tok, pairs, **kw: trained.extend(p for p, _ in pairs))
-    pav.warm_start(task, task.tokenizer, pav.Config(task="arith", d_model=16, n_layers=1), CPU)
+    trained, clean, saved = [], tmp_path / "clean", []
+    def fake_sft(model, tok, pairs, **kw):
+        trained.extend(p for p, _ in pairs)
+        saved.append((clean / "config.json").exists())
+    monkeypatch.setattr(pav, "sft", fake_sft)
+    pav.warm_start(task, task.tokenizer, pav.Config(task="arith", d_model=16, n_layers=1), CPU, clean_dir=str(clean))
     assert len(trained) >= 10_000                                             # 60,000 clean + 20,000 noisy
+    assert saved == [False, True]                   # the clean stage is kept for --verifier-model clean, before noise
+    assert data.CharTokenizer.from_pretrained(str(clean)).encode("Q:1+2\n") == task.tokenizer.encode("Q:1+2\n")
     assert not any(is_test_problem(data.Problem(prompt, "")) for prompt in trained)

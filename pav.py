@@ -1135,8 +1135,8 @@ def verifier_settings(task, cfg):
             "temperature", "verifier_layers", "verifier_head_lr", "balance")
     # every BoK(pi) prover is derived from the same Q^pi verifier: K does not change what is trained
     backbone = verifier_backbone(cfg)
-    extra = {"verifier_model": os.path.abspath(backbone),
-             "verifier_model_files": model_fingerprint(backbone)} if backbone else {}
+    name = "clean" if cfg.verifier_model == "clean" else os.path.abspath(backbone)   # the run's own, wherever it is
+    extra = {"verifier_model": name, "verifier_model_files": model_fingerprint(backbone)} if backbone else {}
     return {**policy_settings(task, cfg), "verifier_version": 2, **{k: getattr(cfg, k) for k in keys}, **extra,
             "prover": "bok" if prover_k(cfg) else os.path.abspath(cfg.prover)}
 

@@ -203,6 +203,7 @@ def test_verifier_model_clean_is_the_policy_s_clean_warm_start(tmp_path, capsys)
     clean.mkdir(parents=True)
     (clean / "config.json").write_text("{}")
     assert pav.verifier_backbone(cfg) == str(clean)
+    assert pav.verifier_settings(pav.make_task(cfg), cfg)["verifier_model"] == "clean"   # not its path: movable
     assert pav.verifier_backbone(pav.Config(verifier_model="some/dir")) == "some/dir"
     assert pav.verifier_backbone(pav.Config()) == ""
 

@@ -80,7 +80,7 @@ class Config:
                         "where outcome-only RL stalls or learns late (README); output in runs/arith_n<n>")
     hard_facts: bool = arg(False, "arith only: the demonstrations err only on a fixed half of the one-line facts, and the "
                                   "answer lists every result (no lucky answers); with --p-err 0.9, outcome-only RL "
-                                  "learns slowly (README); output in runs/arith_facts")
+                                  "learns slowly (README); output in runs/arith_..._facts")
     # real models and data (a GPU is advised; see the README's recipe)
     model: str = arg("", "a local causal-LM directory (or hub name) to use as the base policy as it is; empty: the "
                          "embedded tiny Llama, built and warm-started by us")

@@ -164,7 +164,9 @@ def pg_loss(logp, ref_logp, rewards, mask, kl_coef):
         loss = mean_t [ -log pi(y_t | x, y_<t) * reward_t  +  kl_coef * (exp(r_t) - r_t - 1) ],  r_t = ref_t - logp_t
 
     logp (N, T) carries the gradient; ref_logp (N, T) comes from the frozen start policy; rewards (N, T) are constant.
-    The k3 term is an unbiased, non-negative estimate of KL(pi || pi_ref) from samples of pi.
+    The k3 term is an unbiased, non-negative estimate of KL(pi || pi_ref) from samples of pi. Differentiated as a loss
+    (as GRPO does), its expected gradient at a token is that of KL(pi_ref || pi), not of KL(pi || pi_ref); the two agree
+    to first order near pi_ref, and at kl_coef 0.001 the difference does not matter.
     """
     r = ref_logp - logp                                                   # (N, T)
     per_token = -logp * rewards.detach() + kl_coef * (r.exp() - r - 1)    # (N, T)

@@ -4,6 +4,7 @@
     python rl.py --task planted                     # the paper's toy (section 3.3): exact A^mu of the gamma = 10 prover
     python rl.py --task planted --gammas 1,5,9,13,17   # prover-strength sweep (Fig. 3b)
     python rl.py --seeds 0,1,2                      # three seeds, mean and spread
+    python rl.py --n-ops 8 --n-problems 2048 --verifier-model clean   # sparse outcome reward: ORM-RL stalls or learns late
     python rl.py --hard-facts --p-err 0.9 --verifier-model clean   # wrong facts to unlearn, a verifier that knows them
     python rl.py --resume                           # go on from the last checkpoint of an interrupted run
     python rl.py --prover bo1                       # control: mu = pi, the base policy as its own prover

@@ -316,6 +316,12 @@ class Arith:
         lines = response.split("\n")
         return float(lines[-1] == f"A:{problem.answer}")
 
+    def sound(self, problem, response):
+        """1.0 iff every line of the response is right (the worked solution with no error): right by arithmetic, not by
+        luck. With a one-digit answer a wrong chain ends on the right digit one time in ten. A diagnostic that rl.py
+        logs; no reward reads it."""
+        return float(response == self.solution(problem, 0.0, random.Random(0)))
+
     def solution(self, problem, p_err, rng):
         """A worked solution whose result digit is wrong with probability p_err in each line (with `hard_facts`, in
         each line whose fact is hard); errors carry forward."""

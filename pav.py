@@ -672,12 +672,15 @@ def is_complete(response, task, tokenizer):
     return (len(response) > 0 and response[-1] in data.end_ids(tokenizer)) or len(response) >= task.max_new_tokens
 
 
+def response_text(tokenizer, response):
+    """A response's text, its EOS and what follows it cut off."""
+    ends = set(data.end_ids(tokenizer))
+    return tokenizer.decode(response[:next((i for i, t in enumerate(response) if t in ends), len(response))])
+
+
 def outcome(task, tokenizer, problem, response):
     """Rex(y, y*): 1.0 iff the response's final answer is right (EOS and what follows it ignored)."""
-    ends = set(data.end_ids(tokenizer))
-    cut = next((i for i, t in enumerate(response) if t in ends), len(response))
-    response = response[:cut]
-    return task.check(problem, tokenizer.decode(response))
+    return task.check(problem, response_text(tokenizer, response))
 
 
 def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temperature=None, generator=None):

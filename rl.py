@@ -329,6 +329,9 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
              "kl": float(((r_t.exp() - r_t - 1) * mask).sum() / n_tok), "entropy": float(-(logp.detach() * mask).sum() / n_tok),
              "length": float(y_mask.sum(-1).float().mean()), "steps": float(n_steps.float().mean()),
              "seconds": time.time() - t0}
+    if hasattr(task, "sound"):   # arith: the share right by arithmetic, not by luck (a diagnostic; no reward reads it)
+        stats["sound"] = float(np.mean([task.sound(p, pav.response_text(tokenizer, resp))
+                                        for p, resp in zip(row_problems, responses)]))
     return stats, (prompts, responses, outcomes, term)
 
 
@@ -367,6 +370,7 @@ def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None
         stats, batch = policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
         stats.update(iteration=it, responses=it * cfg.batch_size)
         line = (f"{name} iter {it}/{cfg.iterations} | resp {stats['responses']} | reward {stats['reward']:.3f} | "
+                + (f"sound {stats['sound']:.3f} | " if "sound" in stats else "") +
                 f"adv {stats['adv_mean']:+.3f}±{stats['adv_std']:.3f} | kl {stats['kl']:.4f} | "
                 f"ent {stats['entropy']:.3f} | len {stats['length']:.1f} | steps {stats['steps']:.1f}")
         if it % cfg.eval_every == 0 or it == cfg.iterations:

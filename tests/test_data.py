@@ -208,6 +208,11 @@ def test_arith_hand_example(arith):
     assert arith.check(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:5") == 0.0
     assert arith.check(p, "A:4\nA:3") == 0.0
     assert arith.check(p, "") == 0.0
+    # right by luck: two wrong lines (5+6=6, then 6-0=1) whose errors cancel modulo 10
+    lucky = "5+6=6\n6-0=1\n1+8=9\n9+5=4\nA:4"
+    assert arith.check(p, lucky) == 1.0 and arith.sound(p, lucky) == 0.0
+    assert arith.sound(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4") == 1.0
+    assert arith.sound(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:5") == 0.0            # right lines, wrong answer line
 
 
 class OneError:

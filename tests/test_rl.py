@@ -110,6 +110,27 @@ def test_alpha_zero_gives_the_outcome_only_reinforce_gradient(arith):
     assert not torch.allclose(grads(pg(1.0)), grads(reinforce), atol=1e-4)
 
 
+def test_policy_step_logs_the_share_right_by_arithmetic_apart_from_luck(arith, monkeypatch):
+    """On arith a step's stats carry `sound`, the share of responses whose every line is right; a chain whose wrong
+    lines cancel is rewarded (outcome 1) but not sound. Four fixed responses, one problem: reward 3/4, sound 2/4."""
+    tok = arith.tokenizer
+    problem = data.Problem("Q:5+6-0+8+5\n", "4")
+    texts = ["5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4",      # right
+             "5+6=6\n6-0=1\n1+8=9\n9+5=4\nA:4",      # right by luck: 5+6=6 and 6-0=1 cancel
+             "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4",      # right
+             "5+6=1\n1-0=1\n1+8=9\n9+5=5\nA:5"]      # wrong
+    rows = [tok.encode(t) + [A_EOS] for t in texts]
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [A_PAD] * (T - len(r)) for r in rows])
+    mask = torch.tensor([[True] * len(r) + [False] * (T - len(r)) for r in rows])
+    monkeypatch.setattr(pav, "sample", lambda *a, **k: pav.Rollout(ids, torch.zeros(ids.shape), mask, torch.zeros(4)))
+    model = tiny_llama(20, seed=1)
+    cfg = rl.RLConfig(batch_size=4, group=4, kl=0.0)
+    stats, _ = rl.policy_step(model, model, torch.optim.SGD(model.parameters(), lr=0.0), None, [problem], arith, tok,
+                              cfg, alpha=0.0)
+    assert stats["reward"] == 0.75 and stats["sound"] == 0.5
+
+
 def test_exact_prover_advantages_are_differences_of_the_dynamic_program(planted):
     scorer = rl.GammaProver(planted, 10.0)
     y = [3, 6, 0, 3, 5, 1, 2]

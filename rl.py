@@ -16,8 +16,10 @@ What it does, top to bottom:
    A^mu of mu = Bo4(pi) is derived); on `planted` the advantage is exact, from the gamma-prover's dynamic program;
 2. trains two copies of pi with the same seed and the same number of sampled responses: ORM-RL (alpha = 0, the
    outcome reward alone, Eq. 3) and PAV-RL (the per-step effective reward of Eq. 5), evaluating both on held-out
-   problems every `eval_every` iterations, one log line per iteration, sampled responses with their per-step
-   rewards written to `samples_<run>.txt` now and then, a checkpoint every `ckpt_every` iterations;
+   problems every `eval_every` iterations, one log line per iteration (mean outcome reward; on arith `sound`, the
+   share of responses with every line right, which a lucky answer is not; mean and std of the advantage term, KL,
+   entropy, length, steps), sampled responses with their per-step rewards written to `samples_<run>.txt` now and
+   then, a checkpoint every `ckpt_every` iterations;
 3. prints and saves (`runs/<task>/rl.json`, `rl.png`) the accuracy curves against sampled responses (Fig. 7b), the
    sample-efficiency ratio, the final accuracy gap, and Pass@N of the start, ORM-RL and PAV-RL policies (Fig. 8a);
    on `planted`, also Pass@N at an early iteration (Fig. 3c) and, with several gammas, the sweep (Fig. 3b).

@@ -81,6 +81,9 @@ class Config:
     hard_facts: bool = arg(False, "arith only: the demonstrations err only on a fixed half of the one-line facts, and the "
                                   "answer lists every result (no lucky answers); with --p-err 0.9, outcome-only RL "
                                   "learns slowly (README); output in runs/arith_..._facts")
+    demo_gamma: float = arg(3.0, "planted only: strength of the procedural policy whose 3,200 samples warm-start the "
+                                  "base policy (the paper: 5; with 5, ours succeeds often enough for outcome-only RL "
+                                  "to take off, README); output in runs/planted_g<gamma>")
     # real models and data (a GPU is advised; see the README's recipe)
     model: str = arg("", "a local causal-LM directory (or hub name) to use as the base policy as it is; empty: the "
                          "embedded tiny Llama, built and warm-started by us")
@@ -179,6 +182,10 @@ def resolve_task(cfg):
         fail(f"--n-ops applies to arith only (its operations per problem), not to {cfg.task}")
     if cfg.task != "arith" and cfg.hard_facts:
         fail(f"--hard-facts applies to arith only (its demonstrations' errors), not to {cfg.task}")
+    if not cfg.demo_gamma > 0:
+        fail(f"--demo-gamma must be positive, got {cfg.demo_gamma}")
+    if cfg.task != "planted" and cfg.demo_gamma != data.Planted().demo_gamma:
+        fail(f"--demo-gamma applies to planted only (the strength of its demonstrations), not to {cfg.task}")
     if cfg.verifier_model == "clean" and (cfg.model or cfg.task != "arith"):
         fail("--verifier-model clean is the embedded arith policy's clean warm start; with --model or another task, "
              "give a model directory")
@@ -219,6 +226,8 @@ def check_config(cfg):
         name += f"_p{cfg.p_err:g}" if cfg.p_err != default.p_err else ""
         name += f"_n{cfg.n_ops}" if cfg.n_ops != default.n_ops else ""
         name += "_facts" if cfg.hard_facts else ""
+    if cfg.task == "planted" and cfg.demo_gamma != data.Planted().demo_gamma:
+        name += f"_g{cfg.demo_gamma:g}"
     cfg.out = cfg.out or os.path.join("runs", name)
     try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
         task = make_task(cfg)
@@ -236,6 +245,8 @@ def check_config(cfg):
 def make_task(cfg):
     if cfg.task == "arith":
         return data.Arith(n_ops=cfg.n_ops, p_err=cfg.p_err, hard_facts=cfg.hard_facts)
+    if cfg.task == "planted":
+        return data.Planted(demo_gamma=cfg.demo_gamma)
     if cfg.task != "data":
         return data.get_task(cfg.task)
     delimiter = cfg.step_delimiter.replace("\\n", "\n").replace("\\t", "\t")   # typed as \n on the command line
@@ -559,7 +570,8 @@ def warm_start(task, tokenizer, cfg, device, clean_dir=None):
     rng = random.Random(cfg.seed)
     if task.name == "planted":
         # Paper: 3,200 samples of the gamma = 5 procedural policy (it trains a MADE MLP for 50 iterations; our
-        # transformer needs more passes over the same samples to match their distribution).
+        # transformer needs more passes over the same samples to match their distribution). Ours: gamma = 3 by
+        # default (--demo-gamma; why in Planted.demonstrations).
         sft(model, tokenizer, task.demonstrations(3200, rng), steps=500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
             seed=cfg.seed, desc="warm start", micro_batch=cfg.micro_batch_size)
         return model

@@ -59,7 +59,7 @@ from pav import arg
 
 TASK_DEFAULTS = {   # used where a flag is left at its "task default" value
     "arith": {"alpha": 3.0, "iterations": 80, "early_iteration": 0, "eval_every": 4, "lr": 3e-4},
-    "planted": {"alpha": 1.0, "iterations": 400, "early_iteration": 100, "eval_every": 10, "lr": 1e-3},
+    "planted": {"alpha": 1.0, "iterations": 600, "early_iteration": 100, "eval_every": 10, "lr": 1e-3},
 }
 
 
@@ -69,7 +69,7 @@ class RLConfig(pav.Config):
                                  "(arith 3, planted 1 as in the paper)")
     gammas: str = arg("10", "planted: the gamma-prover mu; several values (e.g. 1,5,9,13,17) run the sweep of Fig. 3b")
     seeds: str = arg("0", "RL seeds; each runs ORM-RL and PAV-RL from the same base policy")
-    iterations: int = arg(0, "policy-gradient iterations per run; 0: task default (arith 80, planted 400)")
+    iterations: int = arg(0, "policy-gradient iterations per run; 0: task default (arith 80, planted 600)")
     batch_size: int = arg(64, "sampled responses per iteration (the same for both runs)")
     group: int = arg(4, "responses per problem; the leave-one-out baseline averages the others of its group")
     lr: float = arg(math.nan, "Adam learning rate of the policy; nan: task default (arith 3e-4, planted 1e-3 as in "

@@ -142,6 +142,8 @@ BAD = [
     (["--n-ops", "0"], "--n-ops must be positive, got 0"),
     (["--task", "planted", "--n-ops", "8"], "--n-ops applies to arith only"),
     (["--task", "planted", "--hard-facts"], "--hard-facts applies to arith only"),
+    (["--task", "planted", "--demo-gamma", "0"], "--demo-gamma must be positive, got 0.0"),
+    (["--demo-gamma", "5"], "--demo-gamma applies to planted only"),
     (["--task", "planted", "--verifier-model", "clean"], "--verifier-model clean is the embedded arith policy's"),
 ]
 
@@ -191,6 +193,14 @@ def test_p_err_and_n_ops_make_their_own_arith_with_its_own_output_directory():
     facts = pav.Config(hard_facts=True, p_err=0.9)
     pav.check_config(facts)
     assert facts.out == os.path.join("runs", "arith_p0.9_facts") and pav.make_task(facts).hard_facts
+
+
+def test_demo_gamma_makes_its_own_planted_with_its_own_output_directory():
+    default, paper = pav.Config(task="planted"), pav.Config(task="planted", demo_gamma=5.0)
+    pav.check_config(default), pav.check_config(paper)
+    assert default.out == os.path.join("runs", "planted") and paper.out == os.path.join("runs", "planted_g5")
+    assert pav.make_task(default).demo_gamma == 3.0 and pav.make_task(paper).demo_gamma == 5.0
+    assert pav.policy_settings(pav.make_task(paper), paper) != pav.policy_settings(pav.make_task(default), default)
 
 
 def test_verifier_model_clean_is_the_policy_s_clean_warm_start(tmp_path, capsys):

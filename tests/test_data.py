@@ -175,9 +175,14 @@ def test_planted_check_and_demonstrations(planted):
     assert all(p == "" and len(r) <= 10 for p, r in demos)
     assert {len(r) for _, r in demos} != {10}              # some stop at EOS
     # gamma = 5 demonstrations succeed at the DP's rate, V[10, 0] = 0.0054, far below 1
-    rate = sum(planted.check(problem, r) for _, r in planted.demonstrations(4000, random.Random(1))) / 4000
+    rate = sum(planted.check(problem, r) for _, r in planted.demonstrations(4000, random.Random(1), gamma=5.0)) / 4000
     q = planted.exact_q([], 5.0)
     assert abs(rate - q) < 4 * math.sqrt(q * (1 - q) / 4000)
+    # the default demonstrations are gamma = 3's: the target's first token 3 (weight 3 of 17 at the start), not 5's (5 of 19)
+    assert planted.demo_gamma == 3.0
+    first = [r[0] for _, r in planted.demonstrations(4000, random.Random(2)) if r]
+    share = first.count("3") / len(first)
+    assert abs(share - 3 / 17 / (1 - 1 / 17)) < 4 * math.sqrt(0.19 * 0.81 / len(first))
 
 
 # --------------------------------------------------------------------------------------------------------------

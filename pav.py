@@ -17,7 +17,9 @@ What it does, top to bottom:
    mu = Bo4(pi) by default), and reports them against held-out Monte Carlo labels (`runs/<task>/verifiers.json`).
 
 Differences from the paper:
-1. The base policy is a ~0.8M-parameter Llama trained by us, not Gemma; on `planted` it replaces the paper's MADE MLP.
+1. The base policy is a ~0.8M-parameter Llama trained by us, not Gemma; on `planted` it replaces the paper's MADE MLP
+   and is warm-started on samples of the gamma = 3 procedural policy, not gamma = 5 (`--demo-gamma`): trained on
+   gamma = 5 ones, ours finds the target often enough for outcome-only RL to take off (README).
 2. The prover table takes Q^{BoK} from the base policy's own rollouts by the unbiased estimator 1 - C(n-c, K)/C(n, K)
    and estimates each term from two independent halves of the rollouts, so that Monte Carlo noise inflates neither
    the variance nor the product (the paper states the terms; it does not measure them).

@@ -429,6 +429,11 @@ def sample_efficiency(orm, pav_, n_eval):
             "responses_orm": n_orm, "responses_pav": n_pav}
 
 
+def accuracy_text(a):
+    """Three decimals, or four below 0.01: a stalled run's target, its start plus two standard errors, can be 0.0005."""
+    return f"{a:.3f}" if a >= 0.01 else f"{a:.4f}"
+
+
 def plot(results, path, early=False):
     import matplotlib
     matplotlib.use("Agg")
@@ -553,9 +558,9 @@ def main(argv=None):
         f"{k} {results['final_accuracy'][k]:.3f} ({results['final_accuracy_spread'][k][0]:.3f}.."
         f"{results['final_accuracy_spread'][k][1]:.3f})" for k in ("orm", "pav")) + f" | gap {results['final_gap']:+.3f}")
     print("sample efficiency (ORM-RL's responses to reach its final accuracy / PAV-RL's): " + ", ".join(
-        (f"seed {s}: PAV-RL never reached {e['target']:.3f} (counted as 0x)" if e["responses_pav"] is None else
+        (f"seed {s}: PAV-RL never reached {accuracy_text(e['target'])} (counted as 0x)" if e["responses_pav"] is None else
          f"seed {s}: {'>=' if e['lower_bound'] else ''}{e['ratio']:.1f}x ({e['responses_orm']} vs {e['responses_pav']} "
-         f"to reach {e['target']:.3f})") for s, e in zip(seeds, eff)) + f" | mean {results['sample_efficiency']:.1f}x")
+         f"to reach {accuracy_text(e['target'])})") for s, e in zip(seeds, eff)) + f" | mean {results['sample_efficiency']:.1f}x")
     print(f"responses to reach 90% accuracy: {results['responses_to_90pct']}")
     for key in ("pass", "early_pass"):
         if key in results:

@@ -233,3 +233,18 @@ def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
     assert not (tmp_path / "out" / "policy").exists()   # before any work
+
+
+def test_sample_efficiency_by_hand():
+    def curve(accs):
+        return [{"responses": 64 * i, "accuracy": a} for i, a in enumerate(accs)]
+    # smoothed (median of each and up to two before it): ORM [.1 .15 .2 .4 .5], PAV [.1 .3 .5 .6 .7]
+    e = rl.sample_efficiency(curve([0.1, 0.2, 0.4, 0.5, 0.5]), curve([0.1, 0.5, 0.6, 0.7, 0.7]), n_eval=512)
+    assert (e["target"], e["responses_orm"], e["responses_pav"], e["ratio"], e["lower_bound"]) == (0.5, 256, 128, 2.0, False)
+    # ORM-RL stalled at 0: the target is the smallest measurable progress, 2 / 4096, its count its whole run
+    e = rl.sample_efficiency(curve([0, 0, 0, 0, 0]), curve([0, 0, 0.001, 0.002, 0.01]), n_eval=4096)
+    assert e["target"] == pytest.approx(2 / 4096) and rl.accuracy_text(e["target"]) == "0.0005"
+    assert (e["responses_orm"], e["responses_pav"], e["lower_bound"]) == (256, 192, True) and e["ratio"] == 256 / 192
+    # PAV-RL never gets there: no ratio
+    e = rl.sample_efficiency(curve([0.1, 0.2, 0.4, 0.5, 0.5]), curve([0.1, 0.2, 0.3, 0.3, 0.3]), n_eval=512)
+    assert e["responses_pav"] is None and e["ratio"] == 0.0

@@ -414,19 +414,14 @@ def sample_efficiency(orm, pav_, n_eval):
     """Responses ORM-RL needed to reach its final accuracy / responses PAV-RL needed to reach the same accuracy.
 
     The final accuracy is the smoothed last evaluation. If ORM-RL made no measurable progress (final below start + 2
-    binomial standard errors), the target is that smallest measurable progress, ORM-RL's count is its whole run and the
-    ratio is a lower bound."""
+    binomial standard errors), the target is that smallest measurable progress. ORM-RL's count is its first evaluation
+    at that target (a passing rise counts), or its whole run if it never got there: then the ratio is a lower bound."""
     start = orm[0]["accuracy"]
     se = math.sqrt(max(start * (1 - start), 1 / n_eval) / n_eval)
-    target, lower_bound = smoothed(orm)[-1], False
-    if target < start + 2 * se:
-        target, lower_bound = start + 2 * se, True
-    n_orm = responses_to_reach(orm, target)
-    if n_orm is None:
-        n_orm, lower_bound = orm[-1]["responses"], True
-    n_pav = responses_to_reach(pav_, target)
-    return {"ratio": n_orm / n_pav if n_pav else 0.0, "lower_bound": lower_bound, "target": target,
-            "responses_orm": n_orm, "responses_pav": n_pav}
+    target = max(smoothed(orm)[-1], start + 2 * se)
+    n_orm, n_pav = responses_to_reach(orm, target), responses_to_reach(pav_, target)
+    return {"ratio": (n_orm or orm[-1]["responses"]) / n_pav if n_pav else 0.0, "lower_bound": n_orm is None,
+            "target": target, "responses_orm": n_orm or orm[-1]["responses"], "responses_pav": n_pav}
 
 
 def accuracy_text(a):

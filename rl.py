@@ -33,8 +33,10 @@ Differences from the paper:
 3. The KL penalty to the start policy (coefficient 0.001, as in the paper) is the k3 estimator
    exp(r) - r - 1 with r = log pi_ref - log pi on the sampled tokens, added to the loss.
 4. One on-policy gradient step per batch (no clipping or importance ratios), Adam, constant learning rate.
-5. On `planted` the policy is a tiny Llama (not a MADE MLP); A^mu comes from 128 prover rollouts per prefix, as
-   the paper's '>100' (`--toy-mc 0` makes it exact).
+5. On `planted` the policy is a tiny Llama (not a MADE MLP), warm-started on gamma = 3 demonstrations, not 5, so that
+   outcome-only RL samples no success (`--demo-gamma`, pav.py); A^mu comes from 128 prover rollouts per prefix, as
+   the paper's '>100' (`--toy-mc 0` makes it exact). The toy runs 600 iterations: ORM-RL's 38,400 responses are 10x
+   what PAV-RL needs for a measurable gain, so a stalled ORM-RL's lower-bound ratio can show the paper's '>10x'.
 """
 
 import copy

@@ -253,7 +253,7 @@ class Planted:
         """n responses from the gamma-procedural policy (None: `demo_gamma`), as (prompt, response) text pairs.
 
         The paper warm-starts on 3,200 samples of gamma = 5. Ours uses gamma = 3 by default: our policy trained on
-        gamma = 5 finds the target about once in 3,000 samples, and outcome-only RL takes off from its first few
+        gamma = 5 finds the target about once in 1,000 samples, and outcome-only RL takes off from its first few
         lucky successes; trained on gamma = 3, about once in 100,000, as sparse as the paper's toy needs (README)."""
         g = torch.Generator().manual_seed(rng.randrange(2**31))
         gamma = self.demo_gamma if gamma is None else gamma

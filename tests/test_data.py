@@ -178,7 +178,8 @@ def test_planted_check_and_demonstrations(planted):
     rate = sum(planted.check(problem, r) for _, r in planted.demonstrations(4000, random.Random(1), gamma=5.0)) / 4000
     q = planted.exact_q([], 5.0)
     assert abs(rate - q) < 4 * math.sqrt(q * (1 - q) / 4000)
-    # the default demonstrations are gamma = 3's: the target's first token 3 (weight 3 of 17 at the start), not 5's (5 of 19)
+    # the default demonstrations are gamma = 3's: the target's first token 3 has weight 3 of 17 at the start (5 of 19
+    # at gamma = 5); among responses that do not stop at once, 3 / 16
     assert planted.demo_gamma == 3.0
     first = [r[0] for _, r in planted.demonstrations(4000, random.Random(2)) if r]
     share = first.count("3") / len(first)

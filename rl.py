@@ -422,8 +422,10 @@ def sample_efficiency(orm, pav_, n_eval):
     se = math.sqrt(max(start * (1 - start), 1 / n_eval) / n_eval)
     target = max(smoothed(orm)[-1], start + 2 * se)
     n_orm, n_pav = responses_to_reach(orm, target), responses_to_reach(pav_, target)
-    return {"ratio": (n_orm or orm[-1]["responses"]) / n_pav if n_pav else 0.0, "lower_bound": n_orm is None,
-            "target": target, "responses_orm": n_orm or orm[-1]["responses"], "responses_pav": n_pav}
+    lower_bound = n_orm is None
+    n_orm = orm[-1]["responses"] if lower_bound else n_orm
+    return {"ratio": n_orm / n_pav if n_pav else 0.0, "lower_bound": lower_bound, "target": target,
+            "responses_orm": n_orm, "responses_pav": n_pav}
 
 
 def accuracy_text(a):

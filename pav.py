@@ -674,7 +674,7 @@ def eval_problems(task, cfg):
 def prompt_ids(tokenizer, problem):
     """The prompt's token ids. A problem from a data file is a user message: with a tokenizer that has a chat
     template (an instruction model), it is wrapped in that template, which adds its own BOS."""
-    if problem.chat and getattr(tokenizer, "chat_template", None):
+    if problem.layout and getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}], tokenize=False,
                                              add_generation_prompt=True)
         return tokenizer.encode(text, add_special_tokens=False)

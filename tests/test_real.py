@@ -1,6 +1,6 @@
 """Real models and real data, offline: a tiny Llama with a byte-level BPE tokenizer trained here, saved with
-`save_pretrained`, driving pav.py, search.py and rl.py on GSM8K- and MATH-style files (tests/data/); final-answer
-checking against a table of cases; and each bad input failing with one line before any work."""
+`save_pretrained`, driving pav.py, search.py and rl.py on GSM8K- and MATH-style files (tests/data/), and each bad
+input failing with one line before any work (the answer check has its own cases: test_answers.py)."""
 
 import json
 import os
@@ -37,7 +37,7 @@ def corpus():
     task = data.FileTask(os.path.join(DATA, "gsm8k_train.jsonl"), os.path.join(DATA, "gsm8k_test.jsonl"))
     lines = []
     for name in ("gsm8k_train", "gsm8k_test", "math_train", "math_test"):
-        for q, a, _ in data.load_problems(os.path.join(DATA, name + ".jsonl")):
+        for q, a, *_ in data.load_problems(os.path.join(DATA, name + ".jsonl")):
             lines += [task.prompt(q) + a] * 20
     return lines
 
@@ -71,72 +71,13 @@ def verifier_dir(tmp_path_factory, model_dir):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Final answers: extraction and comparison
-
-CASES = [   # (response, reference answer, should they match)
-    ("She has 3+4 = 7 apples.\n#### 7", "7", True),
-    ("#### 1,234", "1234", True),                                   # thousands separators
-    ("Total: 14400 dollars.\n#### 14400", "14,400", True),
-    ("It is now 4-9 = -5 degrees.\nThe answer is: -5.", "-5", True),  # negative, trailing period
-    ("The answer is -5", "5", False),                               # the sign matters
-    ("So 6/8 = 3/4", "3/4", True),                                  # last number is a fraction
-    ("4/8 of it", "1/2", True),                                     # equal fractions
-    ("1/3 of it", "0.333", False),                                  # close is not equal
-    ("It costs $5.00.", "5", True),                                 # dollars and trailing zeros
-    (r"The sum is \boxed{\frac{3}{4}}.", r"\frac{3}{4}", True),
-    (r"\boxed{\dfrac{3}{4}}", "0.75", True),                        # dfrac, and a fraction against a decimal
-    (r"\boxed{\frac12}", r"\frac{1}{2}", True),                     # \frac12 shorthand
-    (r"\boxed{-\frac{3}{4}}", "-3/4", True),
-    (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt{3}}{2}", True),   # nested braces
-    (r"\boxed{\frac{\sqrt{3}}{2}}", r"\frac{\sqrt{2}}{2}", False),
-    (r"\boxed{5\sqrt{2}}", r"5 \sqrt{2}", True),                     # spaces
-    (r"\boxed{\left( 2, 2 \right)}", "(2, 2)", True),               # \left \right
-    (r"\boxed{(2,2)}", "(2,3)", False),
-    (r"\boxed{60^\circ}", r"60^\circ", True),
-    (r"\boxed{60^{\circ}}", "60", True),                            # degrees
-    (r"\boxed{50\%}", "50", True),                                  # percent
-    (r"\boxed{5 \text{ cm}}", "5", True),                           # units
-    (r"\boxed{x = 4}", "4", True),                                  # "x =" in front
-    (r"\boxed{x+1}", "x + 1", True),
-    (r"first \boxed{3}, then \boxed{4}", "4", True),                # the last box counts
-    (r"\fbox{7}", "7", True),
-    (r"\boxed 9", "9", True),                                       # \boxed without braces
-    (r"\boxed{\frac{1}{2}", "1/2", False),                          # braces never close: no box, the last number (2)
-    ("#### 999999", "1,000,000", False),                            # exact, not within a tolerance
-    (r"\boxed{0.3333333}", r"\frac{1}{3}", False),
-    ("3.140", "3.14", True),
-    ("The answer is 72 apples.", "72", True),                       # words after a number
-    ("#### 18 dollars", "18", True),
-    (r"\boxed{\text{ Bob}}", r"\text{ Evelyn}", False),            # words are not units: not both empty
-    (r"\boxed{}", r"\text{ }", False),                             # an empty answer never matches
-    (r"\boxed{\text{(A)}}", "(A)", True),
-    ("I do not know.", "7", False),                                 # no answer at all
-    ("", "0", False),
-]
-
-
-@pytest.mark.parametrize("response, gold, match", CASES)
-def test_answer_table(response, gold, match):
-    assert data.answers_match(data.extract_answer(response), gold) == match
-
-
-def test_extraction_details():
-    assert data.last_boxed(r"a \boxed{\frac{a}{b^{2}}} b") == r"\frac{a}{b^{2}}"
-    assert data.last_boxed(r"\boxed{\frac{1}{2}") is None
-    assert data.extract_answer("no digits") is None
-    assert data.extract_answer("#### 1,500") == "1,500"
-    assert data.answers_match(None, "5") is False
-    assert len(CASES) >= 25
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Data files and the step rule under a real tokenizer
 
 def test_load_both_layouts():
     gsm = data.load_problems(os.path.join(DATA, "gsm8k_train.jsonl"))
     math_ = data.load_problems(os.path.join(DATA, "math_train.jsonl"))
-    assert [a for _, _, a in gsm] == ["7", "60", "14,400", "-5", "3/4", "32"]
-    assert [a for _, _, a in math_] == [r"\frac{3}{4}", "4", r"5\sqrt{2}", "(2, 2)", r"60^\circ", "-21"]
+    assert [a for _, _, a, _ in gsm] == ["7", "60", "14,400", "-5", "3/4", "32"]
+    assert [a for _, _, a, _ in math_] == [r"\frac{3}{4}", "4", r"5\sqrt{2}", "(2, 2)", r"60^\circ", "-21"]
     task = data.FileTask(os.path.join(DATA, "math_train.jsonl"), os.path.join(DATA, "math_test.jsonl"))
     import random
     held = task.problems(100, random.Random(0), split="test")
@@ -144,7 +85,7 @@ def test_load_both_layouts():
     train = task.problems(9, random.Random(0))
     assert len(train) == 9 and len({p.prompt for p in train[:6]}) == 6   # the whole file before any repeat
     assert task.check(held[0], r"So \boxed{" + held[0].answer + "}") == 1.0
-    assert "\\boxed{}" in held[0].prompt and held[0].chat
+    assert "\\boxed{}" in held[0].prompt and held[0].layout == "math"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -202,12 +143,12 @@ def test_end_of_turn_ids_from_the_generation_config(model_dir, tmp_path):
     assert r.mask.sum(-1).tolist() == [1, 1, 1, 1] and r.ids[:, 0].tolist() == [turn] * 4   # it ended each row
     problem = data.Problem("", "7")
     assert pav.outcome(task, tok, problem, tok.encode("#### 7")) == 0.0   # cut at the end token: nothing is left
-    assert pav.outcome(task, tok, problem, tok.encode("so 7") + [turn] + tok.encode(" 8")) == 1.0
+    assert pav.outcome(task, tok, problem, tok.encode("The answer is 7") + [turn] + tok.encode(" 8")) == 1.0
 
 
 def test_chat_template_wraps_the_prompt_once(model_dir, tmp_path):
     tok = pav.load_tokenizer(model_dir)
-    problem = data.Problem("What is 2+2?", "4", chat=True)
+    problem = data.Problem("What is 2+2?", "4", "gsm8k")
     assert pav.prompt_ids(tok, problem) == tok.encode("What is 2+2?", add_special_tokens=True)   # no template
     tok.chat_template = ("{{ eos_token }}{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}Assistant:{% endif %}")
@@ -323,7 +264,7 @@ def test_memory_estimate_by_hand(model_dir, capsys):
     cfg = pav.Config(batch_rows=10, micro_batch_size=3, eval_problems=64)
     gb = pav.memory_estimate(model, task, tok, cfg, torch.device("cpu"), train_batch=64)
     n = sum(p.numel() for p in model.parameters())
-    L = max(len(tok.encode(task.prompt(q))) for q, _, _ in task.test) + 16       # no chat template: plain encode
+    L = max(len(tok.encode(task.prompt(q))) for q, *_ in task.test) + 16       # no chat template: plain encode
     expect = {"trained weights": 16 * n, "frozen copies (x3)": 12 * n, "KV cache": 10 * L * 1 * 2 * 2 * 16 * 4,
               "micro-batch activations": 3 * L * (20 * 32 * 1 * 4 + 8 * len(tok))}
     assert gb == pytest.approx({k: v / 2**30 for k, v in expect.items()})

@@ -1,4 +1,4 @@
-"""Tasks with verifiable answers, a character tokenizer, and the one rule that says where a step ends.
+r"""Tasks with verifiable answers, a character tokenizer, and the one rule that says where a step ends.
 
 Two tasks, both small enough to learn on a laptop CPU in minutes:
 

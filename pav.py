@@ -318,10 +318,27 @@ def autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+# Every use of randomness draws from a stream of its own, seeded from (stream, run seed, step) by a hash: no two
+# streams share a seed, what one stream draws does not shift another (the labels are the same whether the policy was
+# just built or loaded from disk), and a resumed run draws what an uninterrupted one did.
+STREAMS = ("policy", "eval", "prover table", "labels", "verifier", "held-out labels", "search", "rl", "rl problems",
+           "rl prover", "rl eval", "pass@n")
+
+
+def stream_seed(stream, seed, step=0):
+    assert stream in STREAMS, f"unknown random stream {stream!r}"
+    return int.from_bytes(hashlib.sha256(f"{stream}/{seed}/{step}".encode()).digest()[:8], "little") >> 1
+
+
+def generator(stream, seed, step=0, device="cpu"):
+    """A torch generator for sampling on `device` (the rollout engine's noise)."""
+    return torch.Generator(device).manual_seed(stream_seed(stream, seed, step))
+
+
+def rng(stream, seed, step=0):
+    """A Python random generator (which problems, which states), seeded by its text: never the same seed as a torch one."""
+    assert stream in STREAMS, f"unknown random stream {stream!r}"
+    return random.Random(f"{stream}/{seed}/{step}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -567,32 +584,32 @@ def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_earl
 def warm_start(task, tokenizer, cfg, device, clean_dir=None):
     """Build the embedded base policy and train it on demonstrations (recipe in ../shared/MACHINE.md). On arith the
     model after the clean stage is saved to `clean_dir`: `--verifier-model clean` starts the verifiers from it."""
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(stream_seed("policy", cfg.seed))                  # the initial weights
     model = LlamaForCausalLM(policy_config(tokenizer, cfg)).to(device)
-    rng = random.Random(cfg.seed)
+    draw = rng("policy", cfg.seed)
     if task.name == "planted":
         # Paper: 3,200 samples of the gamma = 5 procedural policy (it trains a MADE MLP for 50 iterations; our
         # transformer needs more passes over the same samples to match their distribution). Ours: gamma = 3 by
         # default (--demo-gamma; why in Planted.demonstrations).
-        sft(model, tokenizer, task.demonstrations(3200, rng), steps=500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
-            seed=cfg.seed, desc="warm start", micro_batch=cfg.micro_batch_size)
+        sft(model, tokenizer, task.demonstrations(3200, draw), steps=500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
+            seed=stream_seed("policy", cfg.seed, 1), desc="warm start", micro_batch=cfg.micro_batch_size)
         return model
     # arith: clean solutions until greedy accuracy is high (the mod-10 lookup is learned suddenly), then a short
     # pass over noisy ones, which leaves a policy that errs at every depth.
     def clean_pairs(n):
-        return [(p.prompt, task.solution(p, 0.0, rng)) for p in task.problems(n, rng)]
+        return [(p.prompt, task.solution(p, 0.0, draw)) for p in task.problems(n, draw)]
     probe = eval_problems(task, cfg)[:256]
     def learned(step):
         acc = accuracy(model, task, tokenizer, probe, cfg, temperature=0.0)
         tqdm.write(f"  clean warm start: step {step} | greedy accuracy {acc:.3f}")
         return step >= 300 and acc >= 0.95
-    sft(model, tokenizer, clean_pairs(60_000), steps=1500, lr=cfg.sft_lr, batch_size=cfg.sft_batch, seed=cfg.seed,
-        desc="warm start (clean)", stop_early=learned, micro_batch=cfg.micro_batch_size)
+    sft(model, tokenizer, clean_pairs(60_000), steps=1500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
+        seed=stream_seed("policy", cfg.seed, 1), desc="warm start (clean)", stop_early=learned, micro_batch=cfg.micro_batch_size)
     if clean_dir:
         model.save_pretrained(clean_dir)
         tokenizer.save_pretrained(clean_dir)
-    noisy = task.demonstrations(20_000, rng)
-    sft(model, tokenizer, noisy, steps=250, lr=1e-3, batch_size=cfg.sft_batch, seed=cfg.seed + 1,
+    noisy = task.demonstrations(20_000, draw)
+    sft(model, tokenizer, noisy, steps=250, lr=1e-3, batch_size=cfg.sft_batch, seed=stream_seed("policy", cfg.seed, 2),
         desc="warm start (noisy)", warmup=1, micro_batch=cfg.micro_batch_size)
     return model
 
@@ -668,7 +685,7 @@ def memory_estimate(model, task, tokenizer, cfg, device, train_batch):
 def eval_problems(task, cfg):
     """Held-out problems: the task's test split, which no training stage draws from."""
     n = cfg.eval_problems * (8 if task.name == "planted" else 1)   # planted: one problem, success is rare
-    return task.problems(n, random.Random(10_000 + cfg.seed), split="test")
+    return task.problems(n, rng("eval", cfg.seed), split="test")
 
 
 def prompt_ids(tokenizer, problem):
@@ -712,9 +729,9 @@ def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temper
     return out
 
 
-def accuracy(model, task, tokenizer, problems, cfg, temperature=None):
+def accuracy(model, task, tokenizer, problems, cfg, temperature=None, generator=None):
     responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1, cfg,
-                                  temperature=temperature)
+                                  temperature=temperature, generator=generator)
     return float(np.mean([outcome(task, tokenizer, p, y) for p, y in zip(problems, responses)]))
 
 
@@ -773,16 +790,17 @@ def advantages(q):
 # --------------------------------------------------------------------------------------------------------------
 # The prover table: Theorem 3.1's two terms for each candidate prover, measured on sampled states
 
-def sample_states(model, task, tokenizer, cfg, n_states):
+def sample_states(model, task, tokenizer, cfg, n_states, g):
     """n_states states s_h = (x, a_1..a_{h-1}): one uniformly chosen unfinished prefix of one response per problem."""
-    rng = random.Random(20_000 + cfg.seed)
-    problems = task.problems(n_states, rng)
-    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(n_states)], 1, cfg)
+    draw = rng("prover table", cfg.seed)
+    problems = task.problems(n_states, draw)
+    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(n_states)], 1, cfg,
+                                  generator=g)
     table = data.step_end_table(tokenizer, task.delimiter)
     states = []
     for i, y in enumerate(responses):
         cuts = step_cuts(y, table)[:-1]                   # the complete response is not a state
-        states.append((i, y[:rng.choice(cuts)]))
+        states.append((i, y[:draw.choice(cuts)]))
     return problems, states
 
 
@@ -795,18 +813,19 @@ def prover_table(model, task, tokenizer, cfg, ks, gammas):
     Var_a[A] and the mean of A_1^mu A_2^pi is unbiased for E_a[A^mu A^pi]: Monte Carlo noise inflates neither.
     """
     m, half = cfg.n_actions, cfg.table_mc // 2
-    problems, states = sample_states(model, task, tokenizer, cfg, cfg.n_states)
+    g = generator("prover table", cfg.seed, device=next(model.parameters()).device)
+    problems, states = sample_states(model, task, tokenizer, cfg, cfg.n_states, g)
     table = data.step_end_table(tokenizer, task.delimiter)
     r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in states], n=m,
                max_new_tokens=[task.max_new_tokens - len(p) for _, p in states], temperature=cfg.temperature,
-               stop_table=table, **special_ids(tokenizer))
+               stop_table=table, generator=g, **special_ids(tokenizer))
     lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
     after = [(states[k // m][0], states[k // m][1] + row[:L]) for k, (row, L) in enumerate(zip(ids, lengths))]
     S = len(states)
     halves = []
     for _ in range(2):   # two independent halves: counts before (S, 1) and after (S, m) the action
-        before = mc_successes(model, task, tokenizer, problems, states, half, cfg)
-        after_c = mc_successes(model, task, tokenizer, problems, after, half, cfg)
+        before = mc_successes(model, task, tokenizer, problems, states, half, cfg, generator=g)
+        after_c = mc_successes(model, task, tokenizer, problems, after, half, cfg, generator=g)
         halves.append((before.view(S, 1), after_c.view(S, m)))
 
     def terms(a1, a2, a_pi):   # a1, a2: two independent estimates (S, m) of A^mu; a_pi: of A^pi
@@ -1028,7 +1047,7 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) *
                                               0.5 * (1 + math.cos(math.pi * i / cfg.verifier_steps)))
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = generator("verifier", cfg.seed)                                  # which responses each step trains on
     verifier.train()
     bar = tqdm(range(cfg.verifier_steps), desc=desc, leave=False)
     for step in bar:
@@ -1107,14 +1126,14 @@ def backbone_features(verifier, ids, mask, cfg, to):
                           for part in micro_batches(len(ids), cfg.micro_batch_size or 256)])
 
 
-def seed_rollouts(model, task, tokenizer, problems, n_seeds, cfg):
+def seed_rollouts(model, task, tokenizer, problems, n_seeds, cfg, g):
     """n_seeds responses from pi per problem: (problem index, prompt ids, response) lists."""
     index = [i for i in range(len(problems)) for _ in range(n_seeds)]
-    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in index], 1, cfg)
+    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in index], 1, cfg, generator=g)
     return index, [prompt_ids(tokenizer, problems[i]) for i in index], responses
 
 
-def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cfg, first_pit=False, desc="labels"):
+def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cfg, g, first_pit=False, desc="labels"):
     """n_mc rollouts under `prover` from every prefix of each response: success counts (R, H+1) and a mask.
 
     first_pit: label depth by depth and stop a response at its first prefix with Q_hat = 0 (a 'pit'); what follows a
@@ -1128,7 +1147,7 @@ def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cf
     for h in tqdm(range(H), desc=desc, leave=False):   # depth by depth: every response's h-th prefix in one batch
         todo = [r for r in range(len(responses)) if h < len(cuts[r]) and alive[r]]
         c = mc_successes(prover, task, tokenizer, problems, [(index[r], responses[r][:cuts[r][h]]) for r in todo],
-                         n_mc, cfg)
+                         n_mc, cfg, generator=g)
         counts[todo, h], labelled[todo, h] = c, True
         if first_pit:
             for r, k in zip(todo, c.tolist()):
@@ -1174,15 +1193,16 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
         return verifiers, path
     print(f"training verifiers {', '.join(missing)} (cached in {path})")
     t0 = time.time()
-    problems = task.problems(cfg.n_problems, random.Random(30_000 + cfg.seed))
+    problems = task.problems(cfg.n_problems, rng("labels", cfg.seed))
+    g = generator("labels", cfg.seed, device=device)   # the labels' own stream: the same whatever ran before them
     labels_path = os.path.join(path, "labels.pt")
     if os.path.exists(labels_path):
         print(f"  loading the labels from {labels_path}")
         saved = torch.load(labels_path)
         index, responses, counts, labelled = (saved[k] for k in ("index", "responses", "counts", "labelled"))
     else:
-        index, _, responses = seed_rollouts(model, task, tokenizer, problems, cfg.n_cov, cfg)
-        counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg,
+        index, _, responses = seed_rollouts(model, task, tokenizer, problems, cfg.n_cov, cfg, g)
+        counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, g,
                                           cfg.first_pit, desc="labels under pi")
         os.makedirs(path, exist_ok=True)
         torch.save({"index": index, "responses": responses, "counts": counts, "labelled": labelled}, labels_path)
@@ -1200,15 +1220,16 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
         return Verifier(lm, cfg.verifier_layers).to(device)
     for name, labels, mask in [("orm", outcomes[:, None] * last, last), ("pqm", soft, labelled)]:
         if name in missing:
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(stream_seed("verifier", cfg.seed))       # the fresh layers' initial weights
             verifiers[name] = train_verifier(backbone(), tokenizer, prompts, responses, labels, mask, table, cfg, desc=name)
     if "pqm" in missing:
         check_fit(verifiers["pqm"], "PQM", tokenizer, prompts, responses, counts, labelled, cfg.n_mc, table,
                   cfg.micro_batch_size or 256)
     if "q_mu" in missing:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
         mu = load_lm(cfg.prover, device)
-        counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, desc="labels under mu")
-        torch.manual_seed(cfg.seed)
+        counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, g,
+                                                desc="labels under mu")
+        torch.manual_seed(stream_seed("verifier", cfg.seed))
         verifiers["q_mu"] = train_verifier(backbone(), tokenizer, prompts, responses, counts_mu / cfg.n_mc,
                                            labelled_mu, table, cfg, desc="q_mu")
         check_fit(verifiers["q_mu"], "Q^mu verifier", tokenizer, prompts, responses, counts_mu, labelled_mu, cfg.n_mc,
@@ -1233,7 +1254,8 @@ def pearson(x, y):
 
 def verifier_report(model, verifiers, task, tokenizer, cfg, device):
     """Each verifier against Monte Carlo labels (eval_mc rollouts per prefix) on held-out problems."""
-    problems = task.problems(cfg.eval_verifier_problems, random.Random(40_000 + cfg.seed), split="test")
+    problems = task.problems(cfg.eval_verifier_problems, rng("held-out labels", cfg.seed), split="test")
+    g = generator("held-out labels", cfg.seed, device=device)
     # The held-out labels depend only on the policy and these sizes: computed once, then read from disk.
     settings = {**policy_settings(task, cfg), "problems": cfg.eval_verifier_problems, "eval_mc": cfg.eval_mc,
                 "temperature": cfg.temperature, **({"eval_data": task.files["eval_data"]} if cfg.data else {})}
@@ -1242,8 +1264,8 @@ def verifier_report(model, verifiers, task, tokenizer, cfg, device):
     if cached is not None and cached["settings"] == settings:
         index, prompts, responses, counts, m = (cached[k] for k in ("index", "prompts", "responses", "counts", "m"))
     else:
-        index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, 1, cfg)
-        counts, m = collect_labels(model, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg,
+        index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, 1, cfg, g)
+        counts, m = collect_labels(model, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg, g,
                                    desc="held-out labels")
         torch.save({"settings": settings, "index": index, "prompts": prompts, "responses": responses,
                     "counts": counts, "m": m}, path)
@@ -1253,7 +1275,7 @@ def verifier_report(model, verifiers, task, tokenizer, cfg, device):
         mu_mc = bok_unbiased(counts, cfg.eval_mc, K)                      # (R, H+1) Monte Carlo Q^{BoK}
     else:
         mu = load_lm(cfg.prover, device)
-        mu_mc = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg,
+        mu_mc = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg, g,
                                desc="held-out labels under mu")[0] / cfg.eval_mc
     pav = make_pav(verifiers, tokenizer, task, cfg)
     q_pi, q_mu, a_mu, m_pred, m_adv = pav.score(prompts, responses)
@@ -1312,9 +1334,8 @@ def main(argv=None):
     model, tokenizer = load_or_build_policy(task, cfg, device)
     if cfg.model:
         memory_estimate(model, task, tokenizer, cfg, device, cfg.verifier_batch)
-    seed_everything(cfg.seed)   # the same numbers whether the policy was just built or loaded
     problems = eval_problems(task, cfg)
-    acc = accuracy(model, task, tokenizer, problems, cfg)
+    acc = accuracy(model, task, tokenizer, problems, cfg, generator=generator("eval", cfg.seed, device=device))
     print(f"base policy accuracy on {len(problems)} held-out problems: {acc:.3f}")
     t0 = time.time()
     rows = prover_table(model, task, tokenizer, cfg, ks, gammas)
@@ -1329,7 +1350,6 @@ def main(argv=None):
     print(f"saved {path}")
 
     verifiers, vpath = load_or_train_verifiers(model, task, tokenizer, cfg, device)
-    seed_everything(cfg.seed)
     report = verifier_report(model, verifiers, task, tokenizer, cfg, device)
     print(f"verifiers on {report['held_out']['prefixes']} held-out prefixes ({cfg.eval_mc} rollouts each); "
           f"PAV prover {cfg.prover}:")

@@ -44,7 +44,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 
@@ -86,7 +85,7 @@ class RLConfig(pav.Config):
     early_iteration: int = arg(-1, "also report Pass@N at this iteration (Fig. 3c); -1: task default "
                                    "(planted 100, arith none)")
     advantages: str = arg("pav", "where A^mu of mu = BoK(pi) comes from: pav (arith: the trained verifier; planted: the "
-                                 "gamma-prover) or mc (rl_mc fresh rollouts of the base policy per prefix at every "
+                                 "gamma-prover) or mc (rl_mc fresh rollouts of the current policy per prefix at every "
                                  "iteration: slow; with --prover bo1 on planted, the mu = pi control)")
     toy_mc: int = arg(128, "planted: prover rollouts per prefix for Q^mu (the paper: '>100'); 0: exact dynamic program")
     rl_mc: int = arg(32, "--advantages mc: rollouts per prefix (at least K of the BoK prover)")
@@ -203,7 +202,7 @@ class GammaProver:
     def __init__(self, task, gamma, n=0):
         self.task, self.gamma, self.n, self.V = task, gamma, n, task.exact_values(gamma)
 
-    def score(self, problems, prompts, responses):
+    def score(self, problems, prompts, responses, policy, seed):
         H = max(len(y) for y in responses)
         q = torch.zeros(len(responses), H + 1)                            # (N, H+1), Q^mu after 0..H steps
         m = torch.zeros(len(responses), H + 1, dtype=torch.bool)
@@ -215,23 +214,26 @@ class GammaProver:
                                                   for h in range(len(y) + 1)])
         else:   # Eq. 1 by Monte Carlo: the fraction of n prover completions of each prefix that succeed
             prefixes = [y[:h] for y in responses for h in range(len(y) + 1)]
-            wins = self.task.prover_complete(prefixes, self.gamma, self.n).view(-1, self.n).mean(1)   # (prefixes,)
+            g = torch.Generator().manual_seed(seed)
+            wins = self.task.prover_complete(prefixes, self.gamma, self.n, g).view(-1, self.n).mean(1)   # (prefixes,)
             q[m] = wins
         return q, q, pav.advantages(q) * m[:, 1:], m, m[:, 1:]
 
 
 class MonteCarloProver:
-    """Q^mu of every prefix from `n` fresh rollouts of the fixed base policy, mu = BoK(pi): an expensive stand-in for a
-    perfect PAV (the paper's toy runs on '>100 rollouts', 'almost oracle'). `--advantages mc` picks it."""
+    """Q^mu of every prefix from `n` fresh rollouts, mu = BoK(pi) of the policy being trained at this iteration: with
+    K = 1, mu = pi, section 3.2's control (`--advantages mc --prover bo1`), whose advantages A^pi add nothing to outcome
+    RL in expectation. Slow: n rollouts from every prefix of every response at every iteration."""
 
-    def __init__(self, base, task, tokenizer, cfg, k, n):
-        self.base, self.task, self.tokenizer, self.cfg, self.k, self.n = base, task, tokenizer, cfg, k, n
+    def __init__(self, task, tokenizer, cfg, k, n):
+        self.task, self.tokenizer, self.cfg, self.k, self.n = task, tokenizer, cfg, k, n
         self.table = data.step_end_table(tokenizer, task.delimiter)
 
-    def score(self, problems, prompts, responses):
+    def score(self, problems, prompts, responses, policy, seed):
         cuts = [pav.step_cuts(y, self.table) for y in responses]
         prefixes = [(i, y[:c]) for i, (y, cs) in enumerate(zip(responses, cuts)) for c in cs]
-        counts = pav.mc_successes(self.base, self.task, self.tokenizer, problems, prefixes, self.n, self.cfg)
+        g = torch.Generator(next(policy.parameters()).device).manual_seed(seed)
+        counts = pav.mc_successes(policy, self.task, self.tokenizer, problems, prefixes, self.n, self.cfg, g)
         H = max(len(cs) for cs in cuts)
         q = torch.zeros(len(responses), H)                                # (N, H+1)
         m = torch.zeros(len(responses), H, dtype=torch.bool)
@@ -249,34 +251,34 @@ class LearnedPAV:
     def __init__(self, pav_):
         self.pav = pav_
 
-    def score(self, problems, prompts, responses):
+    def score(self, problems, prompts, responses, policy, seed):
         return self.pav.score(prompts, responses)
 
 
-def step_terms(scorer, problems, prompts, responses, reward_q):
+def step_terms(scorer, problems, prompts, responses, reward_q, policy, seed):
     """(N, H) per-step term of the reward, A^mu of each step (or Q^mu after it, for the control), 0 past the end,
-    and its mask (N, H). problems: the problem of each response."""
-    q_pi, q_mu, a_mu, m, m_adv = scorer.score(problems, prompts, responses)
+    and its mask (N, H). problems: the problem of each response; policy: the one being trained; seed: the prover's."""
+    q_pi, q_mu, a_mu, m, m_adv = scorer.score(problems, prompts, responses, policy, seed)
     return ((q_mu[:, 1:] * m_adv) if reward_q else a_mu), m_adv
 
 
 # --------------------------------------------------------------------------------------------------------------
 # One run: sample, reward, update; evaluate, log, checkpoint
 
-def pass_at_n(model, task, tokenizer, cfg, seed):
+def pass_at_n(model, task, tokenizer, cfg, seed, iteration):
     """Pass@N for N = 1, 2, 4, ..., pass_n on held-out problems, unbiased from pass_n samples per problem."""
-    torch.manual_seed(seed)
+    g = pav.generator("pass@n", seed, iteration, next(model.parameters()).device)
     problems = pav.eval_problems(task, cfg)[:cfg.pass_problems]
     counts = pav.mc_successes(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], cfg.pass_n,
-                              cfg)
+                              cfg, g)
     ns = [2 ** i for i in range(int(math.log2(cfg.pass_n)) + 1)]
     # pass@N = 1 - C(n - c, N) / C(n, N): the Best-of-N estimator of pav.py
     return {"n": ns, "pass": [float(pav.bok_unbiased(counts, cfg.pass_n, k).mean()) for k in ns]}
 
 
-def evaluate(model, task, tokenizer, cfg, seed):
-    torch.manual_seed(seed)
-    return pav.accuracy(model, task, tokenizer, pav.eval_problems(task, cfg), cfg)
+def evaluate(model, task, tokenizer, cfg, seed, iteration):
+    g = pav.generator("rl eval", seed, iteration, next(model.parameters()).device)
+    return pav.accuracy(model, task, tokenizer, pav.eval_problems(task, cfg), cfg, generator=g)
 
 
 def write_samples(path, it, tokenizer, table, prompts, responses, outcomes, step_term, alpha, group, k=3):
@@ -292,7 +294,7 @@ def write_samples(path, it, tokenizer, table, prompts, responses, outcomes, step
             f.write("\n")
 
 
-def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha):
+def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha, seed, it):
     """One iteration: `group` responses per problem, their per-step rewards, one gradient step. Returns the
     diagnostics and the batch (for `write_samples`)."""
     device = next(model.parameters()).device
@@ -302,15 +304,16 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
     prompts = [x for x in encoded for _ in range(cfg.group)]             # one per response: rows of a problem adjacent
     row_problems = [p for p in problems for _ in range(cfg.group)]
     model.eval()
-    r = pav.sample(model, encoded, n=cfg.group,
-                   max_new_tokens=task.max_new_tokens, temperature=cfg.temperature, **ids)
+    r = pav.sample(model, encoded, n=cfg.group, max_new_tokens=task.max_new_tokens, temperature=cfg.temperature,
+                   generator=pav.generator("rl", seed, it, device), **ids)
     y, y_mask = r.ids.cpu(), r.mask.cpu()                                 # (N, T)
     responses = [row[:L] for row, L in zip(y.tolist(), y_mask.sum(-1).tolist())]
     outcomes = torch.tensor([pav.outcome(task, tokenizer, p, resp) for p, resp in zip(row_problems, responses)])  # (N,)
     steps = step_index(y, y_mask, table)                                  # (N, T)
     n_steps = data.step_ends(y, y_mask, table).sum(-1)                    # (N,)
     if alpha > 0:
-        term, valid = step_terms(scorer, row_problems, prompts, responses, cfg.reward_q)   # (N, H) x 2
+        term, valid = step_terms(scorer, row_problems, prompts, responses, cfg.reward_q, model,
+                                 pav.stream_seed("rl prover", seed, it))                   # (N, H) x 2
     else:   # ORM-RL: the outcome alone
         term = torch.zeros(len(responses), int(n_steps.max()))
         valid = torch.zeros(term.shape, dtype=torch.bool)
@@ -367,22 +370,22 @@ def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None
         open(os.path.join(out, f"samples_{name}.txt"), "w").close()
     if start == 0:
         history["curve"].append({"iteration": 0, "responses": 0,
-                                 "accuracy": evaluate(model, task, tokenizer, cfg, 1000 * seed)})
+                                 "accuracy": evaluate(model, task, tokenizer, cfg, seed, 0)})
     for it in range(start + 1, cfg.iterations + 1):
-        torch.manual_seed(1_000_003 * seed + it)   # every iteration seeds itself: a resumed run repeats exactly
-        problems = task.problems(cfg.batch_size // cfg.group, random.Random(1_000_003 * seed + it))
-        stats, batch = policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha)
+        # every iteration draws from streams of its own (pav.stream_seed): a resumed run repeats exactly
+        problems = task.problems(cfg.batch_size // cfg.group, pav.rng("rl problems", seed, it))
+        stats, batch = policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha, seed, it)
         stats.update(iteration=it, responses=it * cfg.batch_size)
         line = (f"{name} iter {it}/{cfg.iterations} | resp {stats['responses']} | reward {stats['reward']:.3f} | "
                 + (f"sound {stats['sound']:.3f} | " if "sound" in stats else "") +
                 f"adv {stats['adv_mean']:+.3f}±{stats['adv_std']:.3f} | kl {stats['kl']:.4f} | "
                 f"ent {stats['entropy']:.3f} | len {stats['length']:.1f} | steps {stats['steps']:.1f}")
         if it % cfg.eval_every == 0 or it == cfg.iterations:
-            acc = evaluate(model, task, tokenizer, cfg, 1000 * seed + it)
+            acc = evaluate(model, task, tokenizer, cfg, seed, it)
             history["curve"].append({"iteration": it, "responses": stats["responses"], "accuracy": acc})
             line += f" | eval acc {acc:.3f}"
         if it == cfg.early_iteration:
-            history["early_pass"] = pass_at_n(model, task, tokenizer, cfg, 7 * seed + 1)
+            history["early_pass"] = pass_at_n(model, task, tokenizer, cfg, seed, it)
         history["log"].append(stats)
         tqdm.write(line)
         if it % cfg.samples_every == 0:
@@ -424,8 +427,16 @@ def sample_efficiency(orm, pav_, n_eval):
     n_orm, n_pav = responses_to_reach(orm, target), responses_to_reach(pav_, target)
     lower_bound = n_orm is None
     n_orm = orm[-1]["responses"] if lower_bound else n_orm
-    return {"ratio": n_orm / n_pav if n_pav else 0.0, "lower_bound": lower_bound, "target": target,
+    return {"ratio": n_orm / n_pav if n_pav else None, "lower_bound": lower_bound, "target": target,
             "responses_orm": n_orm, "responses_pav": n_pav}
+
+
+def mean_efficiency(eff):
+    """The mean ratio over the seeds where PAV-RL reached the target (None where none did), how many seeds have no
+    ratio (PAV-RL never got there), and whether the mean includes a lower bound (ORM-RL never got there)."""
+    ratios = [e["ratio"] for e in eff if e["ratio"] is not None]
+    return {"mean": float(np.mean(ratios)) if ratios else None, "undefined": len(eff) - len(ratios),
+            "lower_bound": any(e["lower_bound"] for e in eff if e["ratio"] is not None)}
 
 
 def accuracy_text(a):
@@ -499,7 +510,7 @@ def main(argv=None):
     if cfg.model:
         pav.memory_estimate(base, task, tokenizer, cfg, device, cfg.batch_size)
     if cfg.advantages == "mc":   # BoK(pi) from fresh rollouts of the base policy (on planted: mu = pi with --prover bo1)
-        scorers = {None: MonteCarloProver(base, task, tokenizer, cfg, pav.prover_k(cfg), cfg.rl_mc)}
+        scorers = {None: MonteCarloProver(task, tokenizer, cfg, pav.prover_k(cfg), cfg.rl_mc)}
     elif task.name != "planted":
         # the PAV needs Q^pi (and a policy prover's Q^mu), not the ORM
         verifiers, _ = pav.load_or_train_verifiers(base, task, tokenizer, cfg, device,
@@ -529,7 +540,10 @@ def main(argv=None):
     n_eval = len(pav.eval_problems(task, cfg))
     eff = [sample_efficiency(r["orm"]["curve"], r["pav"]["curve"], n_eval) for r in results["seeds"].values()]
     final = {run: [smoothed(r[run]["curve"])[-1] for r in results["seeds"].values()] for run in ("orm", "pav")}
-    results["sample_efficiency"] = float(np.mean([e["ratio"] for e in eff]))
+    mean = mean_efficiency(eff)
+    results["sample_efficiency"] = mean["mean"]                            # null if PAV-RL never got there
+    results["sample_efficiency_undefined"] = mean["undefined"]             # seeds without a ratio
+    results["sample_efficiency_lower_bound"] = mean["lower_bound"]         # the mean includes ">=" ratios
     results["sample_efficiency_per_seed"] = eff
     results["final_accuracy"] = {k: float(np.mean(v)) for k, v in final.items()}
     results["final_accuracy_spread"] = {k: [float(min(v)), float(max(v))] for k, v in final.items()}
@@ -537,12 +551,12 @@ def main(argv=None):
     results["responses_to_90pct"] = {run: [responses_to_reach(r[run]["curve"], 0.9) for r in results["seeds"].values()]
                                      for run in ("orm", "pav")}
     s0 = seeds[0]
-    results["pass"] = {"start": pass_at_n(base, task, tokenizer, cfg, 7 * s0 + 2),
-                       "orm": pass_at_n(models[f"orm_seed{s0}"], task, tokenizer, cfg, 7 * s0 + 2),
+    results["pass"] = {"start": pass_at_n(base, task, tokenizer, cfg, s0, 0),
+                       "orm": pass_at_n(models[f"orm_seed{s0}"], task, tokenizer, cfg, s0, cfg.iterations),
                        "pav": pass_at_n(models[next(k for k in models if k.startswith("pav") and k.endswith(f"seed{s0}"))],
-                                        task, tokenizer, cfg, 7 * s0 + 2)}
+                                        task, tokenizer, cfg, s0, cfg.iterations)}
     if 0 < cfg.early_iteration <= cfg.iterations:
-        start_early = pass_at_n(base, task, tokenizer, cfg, 7 * s0 + 1)
+        start_early = results["pass"]["start"]
         r0 = results["seeds"][s0]
         results["early_pass"] = {"start": start_early, "orm": r0["orm"].get("early_pass"), "pav": r0["pav"].get("early_pass")}
     if len(scorers) > 1:
@@ -557,9 +571,11 @@ def main(argv=None):
         f"{k} {results['final_accuracy'][k]:.3f} ({results['final_accuracy_spread'][k][0]:.3f}.."
         f"{results['final_accuracy_spread'][k][1]:.3f})" for k in ("orm", "pav")) + f" | gap {results['final_gap']:+.3f}")
     print("sample efficiency (ORM-RL's responses to reach its final accuracy / PAV-RL's): " + ", ".join(
-        (f"seed {s}: PAV-RL never reached {accuracy_text(e['target'])} (counted as 0x)" if e["responses_pav"] is None else
+        (f"seed {s}: none, PAV-RL never reached {accuracy_text(e['target'])}" if e["ratio"] is None else
          f"seed {s}: {'>=' if e['lower_bound'] else ''}{e['ratio']:.1f}x ({e['responses_orm']} vs {e['responses_pav']} "
-         f"to reach {accuracy_text(e['target'])})") for s, e in zip(seeds, eff)) + f" | mean {results['sample_efficiency']:.1f}x")
+         f"to reach {accuracy_text(e['target'])})") for s, e in zip(seeds, eff)) + " | mean " +
+        ("none" if mean["mean"] is None else f"{'>=' if mean['lower_bound'] else ''}{mean['mean']:.1f}x") +
+        (f" over the {len(eff) - mean['undefined']} seeds with a ratio" if mean["undefined"] else ""))
     print(f"responses to reach 90% accuracy: {results['responses_to_90pct']}")
     for key in ("pass", "early_pass"):
         if key in results:

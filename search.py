@@ -45,7 +45,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 
@@ -121,8 +120,9 @@ def width_for(cfg, n):
 def sample_best_of_n(model, task, tokenizer, problems, n, cfg, table):
     """n complete responses per problem (a flat list, those of a problem adjacent) and, as (P, n) tensors, each one's
     outcome Rex(y, y*), sampled tokens (EOS included) and steps."""
+    g = pav.generator("search", cfg.seed, device=next(model.parameters()).device)
     responses = pav.rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], n,
-                                      cfg)
+                                      cfg, generator=g)
     shape = (len(problems), n)
     correct = torch.tensor([pav.outcome(task, tokenizer, problems[k // n], y)
                             for k, y in enumerate(responses)]).view(shape)                    # (P, n)
@@ -201,7 +201,7 @@ def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth,
     return pool, answers, tokens, steps
 
 
-def policy_step_sampler(model, task, tokenizer, problems, cfg, table):
+def policy_step_sampler(model, task, tokenizer, problems, cfg, table, g):
     """The rollout engine in one-step mode: C next steps of every (problem, prefix) row, sampled in one batch (in
     chunks of at most --batch-rows rows, the memory bound)."""
     ids = pav.special_ids(tokenizer)
@@ -212,7 +212,7 @@ def policy_step_sampler(model, task, tokenizer, problems, cfg, table):
             chunk = rows[s:s + per_call]
             r = pav.sample(model, [pav.prompt_ids(tokenizer, problems[i]) + y for i, y in chunk], n=expand,
                            max_new_tokens=[task.max_new_tokens - len(y) for _, y in chunk],
-                           temperature=cfg.temperature, stop_table=table, **ids)
+                           temperature=cfg.temperature, stop_table=table, generator=g, **ids)
             lengths, new = r.mask.sum(-1).tolist(), r.ids.tolist()        # (R * C,), (R * C, T)
             steps = [row[:L] for row, L in zip(new, lengths)]
             out += [steps[k * expand:(k + 1) * expand] for k in range(len(chunk))]
@@ -232,12 +232,12 @@ def pav_scorer(pav_, prompts, alpha):
     return score
 
 
-def mc_scorer(model, task, tokenizer, problems, cfg, table, n, k, alpha):
+def mc_scorer(model, task, tokenizer, problems, cfg, table, n, k, alpha, g):
     """The same rule with Monte Carlo values instead of the learned PQM (a near-oracle verifier, slow): Q_hat^pi of a
     candidate and of its parent from n rollouts of pi each, Q_hat^{BoK} by the unbiased estimator."""
     def score(rows):
         parents = [(i, y[:pav.step_cuts(y, table)[-2]]) for i, y in rows]
-        c = pav.mc_successes(model, task, tokenizer, problems, list(rows) + parents, n, cfg)   # (2R,)
+        c = pav.mc_successes(model, task, tokenizer, problems, list(rows) + parents, n, cfg, g)   # (2R,)
         now, before = c[:len(rows)], c[len(rows):]                        # (R,), (R,)
         # Eq. 2: A^mu(s_h, a_h) = Q^mu(s_h, a_h) - Q^mu(s_{h-1}, a_{h-1}), mu = BoK(pi)
         a_mu = pav.bok_unbiased(now, n, k) - pav.bok_unbiased(before, n, k)   # (R,)
@@ -247,10 +247,12 @@ def mc_scorer(model, task, tokenizer, problems, cfg, table, n, k, alpha):
 
 
 def run_beam(model, pav_, task, tokenizer, problems, width, alpha, cfg, table, oracle_mc=0):
+    """Beam search on `problems`; every call draws the same sampling noise ("search" stream), whatever ran before."""
     prompts = [pav.prompt_ids(tokenizer, p) for p in problems]
-    score = (mc_scorer(model, task, tokenizer, problems, cfg, table, oracle_mc, pav_.k, alpha) if oracle_mc else
+    g = pav.generator("search", cfg.seed, device=next(model.parameters()).device)
+    score = (mc_scorer(model, task, tokenizer, problems, cfg, table, oracle_mc, pav_.k, alpha, g) if oracle_mc else
              pav_scorer(pav_, prompts, alpha))
-    return beam_search(len(problems), policy_step_sampler(model, task, tokenizer, problems, cfg, table), score,
+    return beam_search(len(problems), policy_step_sampler(model, task, tokenizer, problems, cfg, table, g), score,
                        lambda i, y: pav.is_complete(y, task, tokenizer), width, cfg.expand,
                        max_depth=task.max_new_tokens, merge=cfg.merge)
 
@@ -366,10 +368,9 @@ def main(argv=None):
     # alpha: picked on validation problems, never on the test problems of the table
     alpha = cfg.alpha
     if alphas:
-        val = task.problems(cfg.val_problems, random.Random(50_000 + cfg.seed))
+        val = task.problems(cfg.val_problems, pav.rng("search", cfg.seed))
         tuning = []
         for a in tqdm(alphas, desc="tuning alpha", leave=False):
-            torch.manual_seed(cfg.seed)
             _, answers, tok, _ = run_beam(model, pav_, task, tokenizer, val, width_for(cfg, cfg.tune_n), a, cfg, table)
             acc = float(np.mean([pav.outcome(task, tokenizer, p, b.response) for p, b in zip(val, answers)]))
             tuning.append({"alpha": a, "accuracy": acc, "tokens": float(np.mean(tok))})
@@ -383,7 +384,6 @@ def main(argv=None):
     print(f"{len(problems)} held-out problems; mu = {cfg.prover}, alpha {alpha:g}; accuracy with a 95% Wilson interval")
     print(f"{'method':>14} | {'N':>4} | {'tokens/pb':>9} | {'steps':>7} | accuracy [95% CI]")
     # best-of-N, PAV as ORM and Pass@N share one set of max(N) samples per problem; N takes the first N of them
-    torch.manual_seed(cfg.seed)
     responses, correct, lengths, n_steps = sample_best_of_n(model, task, tokenizer, problems, max(ns), cfg, table)
     flat_prompts = [prompts[k // max(ns)] for k in range(len(responses))]
     shape = correct.shape                                                                   # (P, N_max)
@@ -405,7 +405,6 @@ def main(argv=None):
 
     def beam_rows(method, n, alpha, pav_for=pav_, oracle_mc=0):
         t0 = time.time()
-        torch.manual_seed(cfg.seed)
         pool, answers, tok, st = run_beam(model, pav_for, task, tokenizer, problems, width_for(cfg, n), alpha, cfg,
                                           table, oracle_mc)
         chosen = [pav.outcome(task, tokenizer, p, b.response) for p, b in zip(problems, answers)]

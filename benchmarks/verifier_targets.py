@@ -117,8 +117,9 @@ def main(argv=None):
 
     t0 = time.time()
     problems = task.problems(b.problems, random.Random(30_000 + b.seed))
-    index, prompts, responses = pav.seed_rollouts(model, task, tokenizer, problems, 1, cfg)
-    counts, labelled = pav.collect_labels(model, task, tokenizer, problems, index, responses, b.n_mc, cfg)
+    g = pav.generator("labels", b.seed)
+    index, prompts, responses = pav.seed_rollouts(model, task, tokenizer, problems, 1, cfg, g)
+    counts, labelled = pav.collect_labels(model, task, tokenizer, problems, index, responses, b.n_mc, cfg, g)
     print(f"labelled {int(labelled.sum())} prefixes of {len(responses)} responses ({time.time() - t0:.0f}s)")
     ok = flag_table(task, problems, index, responses, table, labelled.shape[1])
     mc = counts / b.n_mc

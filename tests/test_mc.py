@@ -156,3 +156,15 @@ def test_mc_successes_all_complete_never_samples(arith, monkeypatch):
     prefixes = [(0, tok.encode("5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4") + [17]), (0, tok.encode("A:3") + [17])]
     counts = pav.mc_successes(None, arith, tok, problems, prefixes, 6, pav.Config())
     assert counts.tolist() == [6.0, 0.0]
+
+
+def test_no_two_random_streams_share_a_seed():
+    """Training, evaluation, Pass@N, labels and the rest each draw from a generator of their own: for seeds 0-3 and
+    steps (iterations) 0-100 every (stream, seed, step) has its own seed, and the same triple always the same one."""
+    seeds = [pav.stream_seed(s, seed, it) for s in pav.STREAMS for seed in range(4) for it in range(101)]
+    assert len(set(seeds)) == len(seeds) == len(pav.STREAMS) * 4 * 101
+    assert pav.stream_seed("rl", 0, 7) == pav.stream_seed("rl", 0, 7) and 0 <= min(seeds) and max(seeds) < 2 ** 63
+    a, b = pav.generator("rl", 0, 1), pav.generator("rl eval", 0, 1)      # the collision rl.py had at seed 0
+    assert not torch.equal(torch.rand(8, generator=a), torch.rand(8, generator=b))
+    with pytest.raises(AssertionError):
+        pav.stream_seed("no such stream", 0)

@@ -127,14 +127,14 @@ def test_policy_step_logs_the_share_right_by_arithmetic_apart_from_luck(arith, m
     model = tiny_llama(20, seed=1)
     cfg = rl.RLConfig(batch_size=4, group=4, kl=0.0)
     stats, _ = rl.policy_step(model, model, torch.optim.SGD(model.parameters(), lr=0.0), None, [problem], arith, tok,
-                              cfg, alpha=0.0)
+                              cfg, alpha=0.0, seed=0, it=1)
     assert stats["reward"] == 0.75 and stats["sound"] == 0.5
 
 
 def test_exact_prover_advantages_are_differences_of_the_dynamic_program(planted):
     scorer = rl.GammaProver(planted, 10.0)
     y = [3, 6, 0, 3, 5, 1, 2]
-    q, _, a, m, m_adv = scorer.score(None, None, [y, [1, 14]])
+    q, _, a, m, m_adv = scorer.score(None, None, [y, [1, 14]], None, 0)
     V = planted.exact_values(10.0)
     want = [planted.exact_q(y[:h], 10.0, V) for h in range(len(y) + 1)]
     assert q[0].tolist() == pytest.approx(want)
@@ -145,10 +145,9 @@ def test_exact_prover_advantages_are_differences_of_the_dynamic_program(planted)
 
 
 def test_monte_carlo_gamma_prover_converges_to_the_exact_q(planted):
-    torch.manual_seed(0)
     responses = [[3, 6, 0, 3, 5, 1], [3, 6, 1, 14], [2, 3, 6, 0]]
-    exact = rl.GammaProver(planted, 10.0).score(None, None, responses)[0]
-    mc = rl.GammaProver(planted, 10.0, n=20_000).score(None, None, responses)[0]
+    exact = rl.GammaProver(planted, 10.0).score(None, None, responses, None, 0)[0]
+    mc = rl.GammaProver(planted, 10.0, n=20_000).score(None, None, responses, None, 0)[0]
     # 20k rollouts: standard error <= 0.0036; 5 standard errors
     assert (mc - exact).abs().max() < 0.018
     # two tokens short of the target: at least (10/24)^2 = 0.174; matched: 1; ended by EOS: 0
@@ -251,4 +250,9 @@ def test_sample_efficiency_by_hand():
     assert (e["responses_orm"], e["responses_pav"], e["lower_bound"]) == (64, 192, False) and e["ratio"] == 64 / 192
     # PAV-RL never gets there: no ratio
     e = rl.sample_efficiency(curve([0.1, 0.2, 0.4, 0.5, 0.5]), curve([0.1, 0.2, 0.3, 0.3, 0.3]), n_eval=512)
-    assert e["responses_pav"] is None and e["ratio"] == 0.0
+    assert e["responses_pav"] is None and e["ratio"] is None
+    # the mean over seeds leaves out the undefined ratio, counts it, and says that it includes a lower bound
+    m = rl.mean_efficiency([{"ratio": 2.0, "lower_bound": False}, {"ratio": None, "lower_bound": False},
+                            {"ratio": 3.0, "lower_bound": True}])
+    assert m == {"mean": 2.5, "undefined": 1, "lower_bound": True}
+    assert rl.mean_efficiency([{"ratio": None, "lower_bound": True}]) == {"mean": None, "undefined": 1, "lower_bound": False}

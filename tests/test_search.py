@@ -156,7 +156,7 @@ def test_token_and_step_counts_equal_a_hand_count(loop_policy):
 
     # beam search, B = 2, C = 3: depth 1 samples 2 x 3 steps "1+2\n" (4 tokens); the six are one candidate; depth 2:
     # 1 x 3 x 4 tokens; depth 3: 1 x 3 x 2 tokens ("1+", the length limit). 24 + 12 + 6 = 42 tokens, 6 + 3 + 3 steps.
-    sampler = search.policy_step_sampler(loop_policy, task, tok, problems, cfg, table)
+    sampler = search.policy_step_sampler(loop_policy, task, tok, problems, cfg, table, None)
     score = lambda rows: (torch.zeros(len(rows)), torch.zeros(len(rows)))
     pool, answers, tokens, steps = search.beam_search(len(problems), sampler, score,
                                                       lambda i, y: pav.is_complete(y, task, tok), 2, 3, 10,
@@ -173,10 +173,10 @@ def test_step_sampler_returns_one_step_per_sample_and_repeats_with_a_seed(arith)
     cfg = search.SearchConfig(task="arith", batch_rows=8)          # chunks of 8 // 3 = 2 prefixes per call
     problems = arith.problems(2, __import__("random").Random(1), split="test")
     rows = [(0, []), (1, tok.encode("1+2=3\n")), (0, tok.encode("5-"))]
-    sampler = search.policy_step_sampler(model, arith, tok, problems, cfg, table)
     runs = []
-    for _ in range(2):
-        torch.manual_seed(4)
+    for state in range(2):
+        torch.manual_seed(state)                                   # the global state does not matter: the stream does
+        sampler = search.policy_step_sampler(model, arith, tok, problems, cfg, table, pav.generator("search", 4))
         runs.append(sampler(rows, 3))
     assert runs[0] == runs[1]
     assert [len(k) for k in runs[0]] == [3, 3, 3]

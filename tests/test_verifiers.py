@@ -269,9 +269,8 @@ def test_collect_labels_counts_are_fractional():
     problems = task.problems(1, random.Random(0))
     responses = [[7, 7, 1, 2, 3, 4, 5, P_EOS]] * 6
     n_mc = 64
-    torch.manual_seed(0)
     counts, labelled = pav.collect_labels(stochastic_planted_model(), task, tok, problems, [0] * 6, responses, n_mc,
-                                          pav.Config(task="planted"))
+                                          pav.Config(task="planted"), pav.generator("labels", 0))
     assert counts.shape == (6, 9) and labelled.all()
     soft = counts / n_mc
     # prefixes [], [7], [7, 7]: Q = 1/2, so the counts are Binomial(64, 1/2); afterwards the chain finishes: Q = 1
@@ -303,7 +302,7 @@ def test_first_pit_stops_after_the_first_zero(monkeypatch):
                          [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
                          [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]], dtype=torch.float) * n
     cfg = pav.Config(task="planted")
-    full, full_m = pav.collect_labels(model, task, tok, problems, [0] * 4, responses, n, cfg)
+    full, full_m = pav.collect_labels(model, task, tok, problems, [0] * 4, responses, n, cfg, None)
     assert full_m.sum(1).tolist() == [10, 8, 7, 11]
     assert (full * full_m).tolist() == (want * full_m).tolist()
 
@@ -311,7 +310,7 @@ def test_first_pit_stops_after_the_first_zero(monkeypatch):
     real = pav.mc_successes
     monkeypatch.setattr(pav, "mc_successes", lambda m, t, k, p, prefixes, *a, **kw:
                         sent.extend(prefixes) or real(m, t, k, p, prefixes, *a, **kw))
-    pit, pit_m = pav.collect_labels(model, task, tok, problems, [0] * 4, responses, n, cfg, first_pit=True)
+    pit, pit_m = pav.collect_labels(model, task, tok, problems, [0] * 4, responses, n, cfg, None, first_pit=True)
     depths = [4, 2, 7, 6]                                 # labelled through the first zero (or the whole response)
     assert pit_m.sum(1).tolist() == depths
     for r, d in enumerate(depths):
@@ -507,8 +506,8 @@ def test_verifiers_train_only_what_is_asked_and_reuse_the_cached_labels(planted,
     policy = tiny_llama(len(planted.tokenizer), hidden=32, layers=1)
     cpu = torch.device("cpu")
 
-    def train(out, names):
-        torch.manual_seed(0)                    # seed rollouts and labels draw from the global generator
+    def train(out, names, state=0):
+        torch.manual_seed(state)                # whatever ran before: the labels draw from a stream of their own
         return pav.load_or_train_verifiers(policy, planted, planted.tokenizer, dataclasses.replace(cfg, out=str(out)),
                                            cpu, names=names)
 
@@ -522,12 +521,14 @@ def test_verifiers_train_only_what_is_asked_and_reuse_the_cached_labels(planted,
         m.setattr(pav, "seed_rollouts", no_rollouts)
         m.setattr(pav, "collect_labels", no_rollouts)
         later, _ = train(tmp_path / "a", None)
-    together, _ = train(tmp_path / "b", None)
+    together, path_b = train(tmp_path / "b", None, state=1)
     assert set(later) == set(together) == {"orm", "pqm"}
+    labels = [torch.load(os.path.join(p, "labels.pt")) for p in (path, path_b)]
+    assert labels[0]["responses"] == labels[1]["responses"] and torch.equal(labels[0]["counts"], labels[1]["counts"])
     for name in ("orm", "pqm"):
         for (k, v), w in zip(later[name].state_dict().items(), together[name].state_dict().values()):
             assert torch.equal(v, w), (name, k)
     # and the ORM trained: its head moved from the fresh head of a verifier built with the same seed
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(pav.stream_seed("verifier", cfg.seed))
     fresh = pav.Verifier(copy.deepcopy(policy), cfg.verifier_layers)
     assert not torch.equal(fresh.head.weight, later["orm"].head.weight)

@@ -47,6 +47,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -244,6 +245,12 @@ def check_config(cfg):
     return ks, gammas
 
 
+def seed_dir(cfg):
+    """Where the caches of one pipeline seed live (policy, labels, verifiers, RL checkpoints): runs/<task>/seed<s>.
+    What a script reports goes to runs/<task> itself."""
+    return os.path.join(cfg.out, f"seed{cfg.seed}")
+
+
 def make_task(cfg):
     if cfg.task == "arith":
         return data.Arith(n_ops=cfg.n_ops, p_err=cfg.p_err, hard_facts=cfg.hard_facts)
@@ -300,6 +307,50 @@ def load_tokenizer(path):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files: written whole or not at all, read without running code
+
+def write_atomic(path, write):
+    """Make the file or directory `path` with `write(tmp)` at a temporary name beside it, then rename it into place: a
+    run killed while writing leaves the previous version or nothing, never a half-written file for a later run."""
+    tmp = f"{path}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)                               # what a killed run left behind
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write(tmp)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def save_json(obj, path):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    write_atomic(path, write)
+
+
+def read_json(path):
+    """A JSON file's contents, or None if it is missing or unreadable (a cache that does not match is rebuilt)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def save_png(fig, path):
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+def load_tensors(path, fix):
+    """torch.load with weights_only=True, so that a file from elsewhere cannot run code; a corrupt or foreign file is
+    one line that names it and `fix`, what to do about it."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:
+        fail(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); {fix}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -581,9 +632,9 @@ def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_earl
     return step + 1
 
 
-def warm_start(task, tokenizer, cfg, device, clean_dir=None):
-    """Build the embedded base policy and train it on demonstrations (recipe in ../shared/MACHINE.md). On arith the
-    model after the clean stage is saved to `clean_dir`: `--verifier-model clean` starts the verifiers from it."""
+def warm_start(task, tokenizer, cfg, device):
+    """Build the embedded base policy and train it on demonstrations. Returns it and, on arith, a copy of the model
+    after the clean stage (None on planted): `--verifier-model clean` starts the verifiers from it."""
     torch.manual_seed(stream_seed("policy", cfg.seed))                  # the initial weights
     model = LlamaForCausalLM(policy_config(tokenizer, cfg)).to(device)
     draw = rng("policy", cfg.seed)
@@ -593,7 +644,7 @@ def warm_start(task, tokenizer, cfg, device, clean_dir=None):
         # default (--demo-gamma; why in Planted.demonstrations).
         sft(model, tokenizer, task.demonstrations(3200, draw), steps=500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
             seed=stream_seed("policy", cfg.seed, 1), desc="warm start", micro_batch=cfg.micro_batch_size)
-        return model
+        return model, None
     # arith: clean solutions until greedy accuracy is high (the mod-10 lookup is learned suddenly), then a short
     # pass over noisy ones, which leaves a policy that errs at every depth.
     def clean_pairs(n):
@@ -605,13 +656,11 @@ def warm_start(task, tokenizer, cfg, device, clean_dir=None):
         return step >= 300 and acc >= 0.95
     sft(model, tokenizer, clean_pairs(60_000), steps=1500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
         seed=stream_seed("policy", cfg.seed, 1), desc="warm start (clean)", stop_early=learned, micro_batch=cfg.micro_batch_size)
-    if clean_dir:
-        model.save_pretrained(clean_dir)
-        tokenizer.save_pretrained(clean_dir)
+    clean = copy.deepcopy(model)
     noisy = task.demonstrations(20_000, draw)
     sft(model, tokenizer, noisy, steps=250, lr=1e-3, batch_size=cfg.sft_batch, seed=stream_seed("policy", cfg.seed, 2),
         desc="warm start (noisy)", warmup=1, micro_batch=cfg.micro_batch_size)
-    return model
+    return model, clean
 
 
 def policy_settings(task, cfg):
@@ -637,19 +686,25 @@ def load_or_build_policy(task, cfg, device):
         tokenizer.extra_end_ids = [i for i in gen if i is not None and i != tokenizer.eos_token_id and i < len(tokenizer)]
         task.tokenizer = tokenizer
         return model, tokenizer
-    path, settings = os.path.join(cfg.out, "policy"), policy_settings(task, cfg)
-    meta = os.path.join(path, "settings.json")
-    if os.path.exists(meta) and json.load(open(meta)) == settings:
+    path, settings = os.path.join(seed_dir(cfg), "policy"), policy_settings(task, cfg)
+    if read_json(os.path.join(path, "settings.json")) == settings:
         print(f"loading the base policy from {path}")
-        model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-        return model, data.CharTokenizer.from_pretrained(path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
+            return model, data.CharTokenizer.from_pretrained(path)
+        except Exception as e:
+            fail(f"the cached policy {path} cannot be read ({type(e).__name__}); delete it and it is built again")
     print(f"building the base policy (cached in {path} for later runs)")
     t0 = time.time()
-    model = warm_start(task, task.tokenizer, cfg, device, clean_dir=os.path.join(path, "clean"))
-    os.makedirs(path, exist_ok=True)
-    model.save_pretrained(path)
-    task.tokenizer.save_pretrained(path)
-    json.dump(settings, open(meta, "w"), indent=1)
+    model, clean = warm_start(task, task.tokenizer, cfg, device)
+
+    def save(tmp):   # the policy, its tokenizer, the clean stage's model, and last the settings that vouch for them
+        for m, where in ((model, tmp), (clean, os.path.join(tmp, "clean"))):
+            if m is not None:
+                m.save_pretrained(where)
+                task.tokenizer.save_pretrained(where)
+        save_json(settings, os.path.join(tmp, "settings.json"))
+    write_atomic(path, save)
     print(f"warm start took {time.time() - t0:.0f}s")
     return model, task.tokenizer
 
@@ -936,17 +991,18 @@ class Verifier(torch.nn.Module):
         return log_q - torch.log(-torch.expm1(log_q))                     # logit(q) = log q - log(1 - q)
 
     def save(self, path):
-        self.lm.save_pretrained(path)
-        if self.top is not None:
-            self.top.save_pretrained(os.path.join(path, "top"))
-        heads = {"head": self.head.state_dict(), "surprise": self.surprise.state_dict()}
-        torch.save(heads, os.path.join(path, "head.pt"))
+        def save(tmp):
+            self.lm.save_pretrained(tmp)
+            if self.top is not None:
+                self.top.save_pretrained(os.path.join(tmp, "top"))
+            torch.save({"head": self.head.state_dict(), "surprise": self.surprise.state_dict()}, os.path.join(tmp, "head.pt"))
+        write_atomic(path, save)
 
     @classmethod
     def load(cls, path, device):
         top = os.path.join(path, "top")
         v = cls(load_lm(path), top=LlamaModel.from_pretrained(top) if os.path.isdir(top) else None)
-        saved = torch.load(os.path.join(path, "head.pt"))
+        saved = load_tensors(os.path.join(path, "head.pt"), f"delete {path} and it is trained again")
         v.head.load_state_dict(saved["head"])
         v.surprise.load_state_dict(saved["surprise"])
         return v.to(device).eval()
@@ -1159,7 +1215,7 @@ def verifier_backbone(cfg):
     """The directory the verifiers start from (`--verifier-model`), or "" for the policy's own copy."""
     if cfg.verifier_model != "clean":
         return cfg.verifier_model
-    path = os.path.join(cfg.out, "policy", "clean")
+    path = os.path.join(seed_dir(cfg), "policy", "clean")
     if not os.path.isfile(os.path.join(path, "config.json")):
         fail(f"--verifier-model clean: {path} is missing; the cached policy was built before its clean warm start was "
              f"kept: delete {os.path.dirname(path)} to rebuild it")
@@ -1184,7 +1240,7 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
     are cached beside them (`labels.pt`), so a later caller that needs another verifier does not collect them again."""
     settings = verifier_settings(task, cfg)
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    path = os.path.join(cfg.out, "verifiers", key)
+    path = os.path.join(seed_dir(cfg), "verifiers", key)
     names = names or ["orm", "pqm"] + ([] if prover_k(cfg) else ["q_mu"])
     missing = [n for n in names if not os.path.exists(os.path.join(path, n, "head.pt"))]
     verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
@@ -1198,14 +1254,14 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
     labels_path = os.path.join(path, "labels.pt")
     if os.path.exists(labels_path):
         print(f"  loading the labels from {labels_path}")
-        saved = torch.load(labels_path)
+        saved = load_tensors(labels_path, "delete it and the labels are drawn again")
         index, responses, counts, labelled = (saved[k] for k in ("index", "responses", "counts", "labelled"))
     else:
         index, _, responses = seed_rollouts(model, task, tokenizer, problems, cfg.n_cov, cfg, g)
         counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, g,
                                           cfg.first_pit, desc="labels under pi")
-        os.makedirs(path, exist_ok=True)
-        torch.save({"index": index, "responses": responses, "counts": counts, "labelled": labelled}, labels_path)
+        write_atomic(labels_path, lambda tmp: torch.save({"index": index, "responses": responses, "counts": counts,
+                                                          "labelled": labelled}, tmp))
     prompts = [prompt_ids(tokenizer, problems[i]) for i in index]
     print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
     table = data.step_end_table(tokenizer, task.delimiter)
@@ -1236,7 +1292,7 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
                   table, cfg.micro_batch_size or 256)
     for name in missing:
         verifiers[name].save(os.path.join(path, name))
-    json.dump(settings, open(os.path.join(path, "settings.json"), "w"), indent=1)
+    save_json(settings, os.path.join(path, "settings.json"))
     print(f"  verifiers trained in {time.time() - t0:.0f}s")
     return verifiers, path
 
@@ -1259,16 +1315,16 @@ def verifier_report(model, verifiers, task, tokenizer, cfg, device):
     # The held-out labels depend only on the policy and these sizes: computed once, then read from disk.
     settings = {**policy_settings(task, cfg), "problems": cfg.eval_verifier_problems, "eval_mc": cfg.eval_mc,
                 "temperature": cfg.temperature, **({"eval_data": task.files["eval_data"]} if cfg.data else {})}
-    path = os.path.join(cfg.out, "held_out_labels.pt")
-    cached = torch.load(path) if os.path.exists(path) else None
+    path = os.path.join(seed_dir(cfg), "held_out_labels.pt")
+    cached = load_tensors(path, "delete it and the held-out labels are drawn again") if os.path.exists(path) else None
     if cached is not None and cached["settings"] == settings:
         index, prompts, responses, counts, m = (cached[k] for k in ("index", "prompts", "responses", "counts", "m"))
     else:
         index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, 1, cfg, g)
         counts, m = collect_labels(model, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg, g,
                                    desc="held-out labels")
-        torch.save({"settings": settings, "index": index, "prompts": prompts, "responses": responses,
-                    "counts": counts, "m": m}, path)
+        write_atomic(path, lambda tmp: torch.save({"settings": settings, "index": index, "prompts": prompts,
+                                                   "responses": responses, "counts": counts, "m": m}, tmp))
     q_mc = counts / cfg.eval_mc                                           # (R, H+1) Monte Carlo Q^pi
     K = prover_k(cfg)
     if K is not None:
@@ -1319,7 +1375,7 @@ def plot_outcome_error(by_depth, alpha, path):
     ax.set_title("Predicting the outcome from step h (cf. Fig. 10)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path)
     plt.close(fig)
 
 
@@ -1345,8 +1401,7 @@ def main(argv=None):
     report = {"task": cfg.task, "base_accuracy": acc, "eval_samples": len(problems), "provers": rows,
               "config": dataclasses.asdict(cfg)}
     path = os.path.join(cfg.out, "provers.json")
-    os.makedirs(cfg.out, exist_ok=True)
-    json.dump(report, open(path, "w"), indent=1)
+    save_json(report, path)
     print(f"saved {path}")
 
     verifiers, vpath = load_or_train_verifiers(model, task, tokenizer, cfg, device)
@@ -1362,7 +1417,7 @@ def main(argv=None):
                                                  zip(d["depth"], d["q_pi"], d["effective"])) + "  (Q^pi / effective)")
     report.update(verifiers=vpath, config=dataclasses.asdict(cfg))
     path = os.path.join(cfg.out, "verifiers.json")
-    json.dump(report, open(path, "w"), indent=1)
+    save_json(report, path)
     plot_outcome_error(d, cfg.alpha, os.path.join(cfg.out, "outcome_error.png"))
     print(f"saved {path} and {os.path.join(cfg.out, 'outcome_error.png')}")
 

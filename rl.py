@@ -106,6 +106,8 @@ def check(cfg):
         cfg.eval_every = defaults["eval_every"]
     if cfg.early_iteration == -1:
         cfg.early_iteration = defaults["early_iteration"]
+    if cfg.seed != 0:
+        pav.fail("rl.py takes --seeds: each seed draws the whole pipeline (policy, labels, verifier and RL)")
     pav.check_config(cfg)
     try:
         seeds = [int(s) for s in cfg.seeds.split(",")]
@@ -358,15 +360,15 @@ def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None
     ckpt = os.path.join(out, f"{name}.pt")
     history = {"curve": [], "log": []}
     start = 0
-    if cfg.resume and os.path.exists(ckpt):   # a run that never reached its first checkpoint starts over
-        state = torch.load(ckpt, weights_only=False)
-        if state["settings"] != settings:
-            pav.fail(f"the checkpoint {ckpt} was made with other settings; run without --resume to start over")
+    if cfg.resume and os.path.exists(ckpt):   # (checked before any work by `check_checkpoints`)
+        state = pav.load_tensors(ckpt, "rerun without --resume to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         history, start = state["history"], state["iteration"]
         print(f"{name}: resuming at iteration {start} from {ckpt}")
     else:
+        if cfg.resume:
+            print(f"{name}: no checkpoint in {out} to resume from; starting it over")
         open(os.path.join(out, f"samples_{name}.txt"), "w").close()
     if start == 0:
         history["curve"].append({"iteration": 0, "responses": 0,
@@ -391,10 +393,9 @@ def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None
         if it % cfg.samples_every == 0:
             write_samples(os.path.join(out, f"samples_{name}.txt"), it, tokenizer, table, *batch, alpha, cfg.group)
         if it % cfg.ckpt_every == 0 or it == cfg.iterations:
-            tmp = ckpt + ".tmp"
-            torch.save({"settings": settings, "iteration": it, "model": model.state_dict(), "opt": opt.state_dict(),
-                        "history": history}, tmp)
-            os.replace(tmp, ckpt)   # atomic: a kill while saving leaves the previous checkpoint whole
+            state = {"settings": settings, "iteration": it, "model": model.state_dict(), "opt": opt.state_dict(),
+                     "history": history}
+            pav.write_atomic(ckpt, lambda tmp: torch.save(state, tmp))
     model.eval()
     return model, history
 
@@ -472,7 +473,7 @@ def plot(results, path, early=False):
     b.set_title("Pass@N" + (f" at iteration {results['early_iteration']} (cf. Fig. 3c)" if early else " (cf. Fig. 8a)"))
     b.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    pav.save_png(fig, path)
     plt.close(fig)
 
 
@@ -488,11 +489,30 @@ def plot_sweep(sweep, orm_mean, path):
     ax.set_ylabel("accuracy averaged over the run")
     ax.set_title("Prover-strength sweep (cf. Fig. 3b)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    pav.save_png(fig, path)
     plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------------------------
+
+def planned_runs(cfg, seeds, gammas):
+    """Every RL run of the command, as (name, seed, gamma, alpha): per seed, ORM-RL (which does not depend on the
+    prover, so one run serves every gamma of a sweep) and PAV-RL with each prover."""
+    sweep = len(gammas) > 1
+    return [(f"orm_seed{s}", s, None, 0.0) for s in seeds] + [
+        (f"pav{f'_gamma{g:g}' if sweep else ''}_seed{s}", s, g, cfg.alpha) for s in seeds for g in gammas]
+
+
+def check_checkpoints(cfg, runs, out_of):
+    """--resume: every checkpoint there is must load and come from these settings; checked in seconds, before any
+    policy is built. A run without a checkpoint starts over."""
+    for name, seed, gamma, alpha in runs:
+        ckpt = os.path.join(out_of(seed), f"{name}.pt")
+        if cfg.resume and os.path.exists(ckpt):
+            state = pav.load_tensors(ckpt, "rerun without --resume to start over")
+            if state.get("settings") != run_settings(dataclasses.replace(cfg, seed=seed), name, seed, gamma, alpha):
+                pav.fail(f"the checkpoint {ckpt} was made with other settings; rerun without --resume to start over")
+
 
 def main(argv=None):
     cfg = pav.parse_config(RLConfig, argv)
@@ -500,46 +520,50 @@ def main(argv=None):
     device, dtype = pav.pick_device()
     tag = ("_reward-q" if cfg.reward_q else "") + ("_mc" if cfg.advantages == "mc" else "") + \
         ("_sweep" if len(gammas) > 1 else "") + (f"_prover-{os.path.basename(cfg.prover)}" if cfg.prover != "bo4" else "")
-    out = os.path.join(cfg.out, "rl" + tag)
-    if cfg.resume and not os.path.exists(os.path.join(out, f"orm_seed{seeds[0]}.pt")):
-        pav.fail(f"--resume: no checkpoint in {out}; run without --resume first")
-    print(f"device {device} | dtype {dtype} | task {cfg.task} | seeds {seeds} | alpha {cfg.alpha} | out {out}")
-    os.makedirs(out, exist_ok=True)
     task = pav.make_task(cfg)
-    base, tokenizer = pav.load_or_build_policy(task, cfg, device)
-    if cfg.model:
-        pav.memory_estimate(base, task, tokenizer, cfg, device, cfg.batch_size)
-    if cfg.advantages == "mc":   # BoK(pi) from fresh rollouts of the base policy (on planted: mu = pi with --prover bo1)
-        scorers = {None: MonteCarloProver(task, tokenizer, cfg, pav.prover_k(cfg), cfg.rl_mc)}
-    elif task.name != "planted":
-        # the PAV needs Q^pi (and a policy prover's Q^mu), not the ORM
-        verifiers, _ = pav.load_or_train_verifiers(base, task, tokenizer, cfg, device,
-                                                   names=["pqm"] + ([] if pav.prover_k(cfg) else ["q_mu"]))
-        scorers = {None: LearnedPAV(pav.make_pav(verifiers, tokenizer, task, cfg))}
-    else:
-        scorers = {g: GammaProver(task, g, cfg.toy_mc) for g in gammas}
+    gammas = gammas if task.name == "planted" and cfg.advantages != "mc" else [None]   # the gamma-prover is planted's
+    runs = planned_runs(cfg, seeds, gammas)
+    out_of = lambda seed: os.path.join(pav.seed_dir(dataclasses.replace(cfg, seed=seed)), "rl" + tag)
+    check_checkpoints(cfg, runs, out_of)
+    print(f"device {device} | dtype {dtype} | task {cfg.task} | seeds {seeds} | alpha {cfg.alpha} | out {cfg.out}")
     results = {"task": cfg.task, "config": dataclasses.asdict(cfg), "seeds": {}, "early_iteration": cfg.early_iteration}
-    models = {}
-    for seed in seeds:
-        runs = {}
-        for gamma, scorer in scorers.items():
-            suffix = "" if len(scorers) == 1 else f"_gamma{gamma:g}"
-            for name, alpha in (("orm", 0.0), ("pav", cfg.alpha)):
-                if name == "orm" and "orm" in runs:
-                    continue   # ORM-RL does not depend on the prover: one run serves every gamma
-                run = f"{name}{suffix if name == 'pav' else ''}_seed{seed}"
-                t0 = time.time()
-                models[run], runs[name + (suffix if name == "pav" else "")] = train(
-                    run, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma)
-                print(f"{run}: {time.time() - t0:.0f}s")
-        results["seeds"][seed] = runs
-    # with several gammas, "pav" is the first gamma's run (the default gamma when given first)
-    for runs in results["seeds"].values():
-        runs.setdefault("pav", runs[next(k for k in runs if k.startswith("pav"))])
-    # summary over seeds
+    for seed in seeds:   # each seed draws the whole pipeline anew: base policy, labels, verifier and RL
+        scfg = dataclasses.replace(cfg, seed=seed)
+        base, tokenizer = pav.load_or_build_policy(task, scfg, device)
+        if cfg.model:
+            pav.memory_estimate(base, task, tokenizer, scfg, device, cfg.batch_size)
+        if cfg.advantages == "mc":   # A^mu of mu = BoK(pi) from fresh rollouts of the policy being trained
+            scorers = {None: MonteCarloProver(task, tokenizer, scfg, pav.prover_k(cfg), cfg.rl_mc)}
+        elif task.name == "planted":
+            scorers = {g: GammaProver(task, g, cfg.toy_mc) for g in gammas}
+        else:   # the PAV needs Q^pi (and a policy prover's Q^mu), not the ORM
+            verifiers, _ = pav.load_or_train_verifiers(base, task, tokenizer, scfg, device,
+                                                       names=["pqm"] + ([] if pav.prover_k(cfg) else ["q_mu"]))
+            scorers = {None: LearnedPAV(pav.make_pav(verifiers, tokenizer, task, scfg))}
+        os.makedirs(out_of(seed), exist_ok=True)
+        trained, models = {}, {}
+        for name, _, gamma, alpha in (r for r in runs if r[1] == seed):   # ORM-RL (gamma None) reads no scorer
+            t0 = time.time()
+            models[name], trained[name] = train(name, base, scorers.get(gamma), task, tokenizer, scfg, seed, alpha,
+                                                out_of(seed), gamma)
+            print(f"{name}: {time.time() - t0:.0f}s")
+        key = lambda name: name.rsplit("_seed", 1)[0]                     # orm, pav, pav_gamma10, ...
+        result = {key(n): h for n, h in trained.items()}
+        pav_run = next(n for n in trained if n.startswith("pav"))         # with several gammas, the first one's
+        result["pav"] = trained[pav_run]
+        result["pass"] = {"start": pass_at_n(base, task, tokenizer, scfg, seed, 0),
+                          "orm": pass_at_n(models[f"orm_seed{seed}"], task, tokenizer, scfg, seed, cfg.iterations),
+                          "pav": pass_at_n(models[pav_run], task, tokenizer, scfg, seed, cfg.iterations)}
+        results["seeds"][seed] = result
+    summarize(results, cfg, seeds, gammas, task, tag)
+
+
+def summarize(results, cfg, seeds, gammas, task, tag):
+    """Sample efficiency, final accuracy and Pass@N over the seeds: printed, saved as JSON and plotted."""
+    per_seed = list(results["seeds"].values())
     n_eval = len(pav.eval_problems(task, cfg))
-    eff = [sample_efficiency(r["orm"]["curve"], r["pav"]["curve"], n_eval) for r in results["seeds"].values()]
-    final = {run: [smoothed(r[run]["curve"])[-1] for r in results["seeds"].values()] for run in ("orm", "pav")}
+    eff = [sample_efficiency(r["orm"]["curve"], r["pav"]["curve"], n_eval) for r in per_seed]
+    final = {run: [smoothed(r[run]["curve"])[-1] for r in per_seed] for run in ("orm", "pav")}
     mean = mean_efficiency(eff)
     results["sample_efficiency"] = mean["mean"]                            # null if PAV-RL never got there
     results["sample_efficiency_undefined"] = mean["undefined"]             # seeds without a ratio
@@ -548,25 +572,20 @@ def main(argv=None):
     results["final_accuracy"] = {k: float(np.mean(v)) for k, v in final.items()}
     results["final_accuracy_spread"] = {k: [float(min(v)), float(max(v))] for k, v in final.items()}
     results["final_gap"] = results["final_accuracy"]["pav"] - results["final_accuracy"]["orm"]
-    results["responses_to_90pct"] = {run: [responses_to_reach(r[run]["curve"], 0.9) for r in results["seeds"].values()]
+    results["responses_to_90pct"] = {run: [responses_to_reach(r[run]["curve"], 0.9) for r in per_seed]
                                      for run in ("orm", "pav")}
-    s0 = seeds[0]
-    results["pass"] = {"start": pass_at_n(base, task, tokenizer, cfg, s0, 0),
-                       "orm": pass_at_n(models[f"orm_seed{s0}"], task, tokenizer, cfg, s0, cfg.iterations),
-                       "pav": pass_at_n(models[next(k for k in models if k.startswith("pav") and k.endswith(f"seed{s0}"))],
-                                        task, tokenizer, cfg, s0, cfg.iterations)}
+    # Pass@N (Fig. 8a), and at an early iteration (Fig. 3c), averaged over the seeds
+    average = lambda ps: {"n": ps[0]["n"], "pass": [float(np.mean(v)) for v in zip(*(p["pass"] for p in ps))]}
+    results["pass"] = {run: average([r["pass"][run] for r in per_seed]) for run in ("start", "orm", "pav")}
     if 0 < cfg.early_iteration <= cfg.iterations:
-        start_early = results["pass"]["start"]
-        r0 = results["seeds"][s0]
-        results["early_pass"] = {"start": start_early, "orm": r0["orm"].get("early_pass"), "pav": r0["pav"].get("early_pass")}
-    if len(scorers) > 1:
-        results["sweep"] = [{"gamma": g, "mean_accuracy": float(np.mean(
-            [np.mean([c["accuracy"] for c in r[f"pav_gamma{g:g}"]["curve"]]) for r in results["seeds"].values()]))}
-            for g in gammas]
-        results["sweep_orm_mean_accuracy"] = float(np.mean(
-            [np.mean([c["accuracy"] for c in r["orm"]["curve"]]) for r in results["seeds"].values()]))
+        results["early_pass"] = {"start": results["pass"]["start"],
+                                 **{run: average([r[run]["early_pass"] for r in per_seed]) for run in ("orm", "pav")}}
+    if len(gammas) > 1:
+        run_mean = lambda curve: np.mean([c["accuracy"] for c in curve])
+        results["sweep"] = [{"gamma": g, "mean_accuracy": float(np.mean([run_mean(r[f"pav_gamma{g:g}"]["curve"])
+                                                                         for r in per_seed]))} for g in gammas]
+        results["sweep_orm_mean_accuracy"] = float(np.mean([run_mean(r["orm"]["curve"]) for r in per_seed]))
         plot_sweep(results["sweep"], results["sweep_orm_mean_accuracy"], os.path.join(cfg.out, f"rl{tag}_gammas.png"))
-    # print the summary
     print(f"\nfinal held-out accuracy (mean over seeds {seeds}; min..max): " + ", ".join(
         f"{k} {results['final_accuracy'][k]:.3f} ({results['final_accuracy_spread'][k][0]:.3f}.."
         f"{results['final_accuracy_spread'][k][1]:.3f})" for k in ("orm", "pav")) + f" | gap {results['final_gap']:+.3f}")
@@ -579,19 +598,18 @@ def main(argv=None):
     print(f"responses to reach 90% accuracy: {results['responses_to_90pct']}")
     for key in ("pass", "early_pass"):
         if key in results:
-            print(("Pass@N" if key == "pass" else f"Pass@N at iteration {cfg.early_iteration}") + "  N: " +
-                  " ".join(f"{n:>5}" for n in results[key]["start"]["n"]))
+            print(("Pass@N" if key == "pass" else f"Pass@N at iteration {cfg.early_iteration}") +
+                  f" (mean over seeds)  N: " + " ".join(f"{n:>5}" for n in results[key]["start"]["n"]))
             for run in ("start", "orm", "pav"):
-                if results[key][run]:
-                    print(f"  {run:>5}: " + " ".join(f"{p:5.3f}" for p in results[key][run]["pass"]))
+                print(f"  {run:>5}: " + " ".join(f"{p:5.3f}" for p in results[key][run]["pass"]))
     if "sweep" in results:
         print("gamma sweep (accuracy averaged over the run): " + ", ".join(
             f"gamma {s['gamma']:g}: {s['mean_accuracy']:.3f}" for s in results["sweep"]) +
             f" | ORM-RL {results['sweep_orm_mean_accuracy']:.3f}")
     path = os.path.join(cfg.out, f"rl{tag}.json")
-    json.dump(results, open(path, "w"), indent=1)
+    pav.save_json(results, path)
     plot(results, os.path.join(cfg.out, f"rl{tag}.png"))
-    if cfg.early_iteration and "early_pass" in results and results["early_pass"]["pav"]:
+    if "early_pass" in results:
         plot(results, os.path.join(cfg.out, f"rl{tag}_early.png"), early=True)
     print(f"saved {path} and {os.path.join(cfg.out, f'rl{tag}.png')}")
 

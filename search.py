@@ -341,7 +341,7 @@ def plot(rows, task, alpha, path):
     ax.set_title(f"{task}: search vs best-of-N at matched compute (cf. Fig. 4)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    pav.save_png(fig, path)
     plt.close(fig)
 
 
@@ -444,7 +444,7 @@ def main(argv=None):
     print(f"gap at N = {max(ns)}: PAV beam {at['pav_beam']['accuracy']:.3f} - ORM best-of-N "
           f"{at['orm_best_of_n']['accuracy']:.3f} = {gap:+.3f}")
     path, png = os.path.join(cfg.out, "search.json"), os.path.join(cfg.out, "search.png")
-    json.dump(summary, open(path, "w"), indent=1)
+    pav.save_json(summary, path)
     plot(rows, cfg.task, alpha, png)
     print(f"saved {path} and {png} ({time.time() - t_start:.0f}s)")
 

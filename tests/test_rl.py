@@ -206,7 +206,7 @@ def test_rl_script_end_to_end_then_resume(tmp_path):
     assert all(0 <= c["accuracy"] <= 1 for c in curve)
     assert set(report["final_accuracy"]) == {"orm", "pav"}
     assert (out / "rl.png").stat().st_size > 0 and (out / "rl_early.png").stat().st_size > 0
-    assert "step 1:" in (out / "rl" / "samples_pav_seed0.txt").read_text()
+    assert "step 1:" in (out / "seed0" / "rl" / "samples_pav_seed0.txt").read_text()
     lines = [l for l in first.stdout.splitlines() if l.startswith("pav_seed0 iter ")]
     assert len(lines) == 4 and "| reward " in lines[0] and "| kl " in lines[0] and "| eval acc " in lines[1]
     # a finished run resumed: nothing is trained again, the summary is the same
@@ -214,13 +214,29 @@ def test_rl_script_end_to_end_then_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming at iteration 4" in again.stdout
     assert json.loads((out / "rl.json").read_text())["seeds"] == report["seeds"]
+    # resumed with other settings: refused in one line before any policy is loaded
+    changed = run_script(TINY + ["--out", str(out), "--resume", "--lr", "0.5"], tmp_path)
+    assert changed.returncode == 2 and "other settings" in changed.stderr and "rerun without --resume" in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1 and "policy" not in changed.stdout
+    # a corrupt checkpoint: one line that names it
+    (out / "seed0" / "rl" / "pav_seed0.pt").write_bytes(b"not a checkpoint")
+    corrupt = run_script(TINY + ["--out", str(out), "--resume"], tmp_path)
+    assert corrupt.returncode == 2 and "pav_seed0.pt cannot be read" in corrupt.stderr
+    assert len(corrupt.stderr.strip().splitlines()) == 1 and "policy" not in corrupt.stdout
+
+
+def test_resume_with_nothing_to_resume_starts_over_and_says_so(tmp_path):
+    out = tmp_path / "out"
+    r = run_script(TINY + ["--out", str(out), "--resume", "--iterations", "1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "orm_seed0: no checkpoint" in r.stdout and "starting it over" in r.stdout
+    assert (out / "rl.json").exists()
 
 
 @pytest.mark.parametrize("args, message", [
     (["--alpha", "-0.5"], "--alpha"),
     (["--batch-size", "0"], "--batch-size"),
     (["--task", "nonsense"], "unknown task"),
-    (["--resume"], "no checkpoint"),
     (["--batch-size", "10", "--group", "4"], "multiple of --group"),
     (["--seeds", "0,x"], "--seeds"),
     (["--prover", "bo1"], "needs --advantages mc"),

@@ -279,81 +279,69 @@ class Planted:
 
 
 class Arith:
-    """Chains of single-digit + and - modulo 10, one operation per line, then `A:<answer>`.
+    """Chains of single-digit + and - modulo 10, one operation per line, then the answer line `A:`.
 
-    `hard_facts`: the demonstrations err only on a fixed half of the 200 one-line facts (`a+b` and `a-b`), so the base
-    policy has learned about 100 wrong facts, each to be unlearned on its own, not one noise that touches every line
-    alike; and the answer line lists every line's result (`A:3719`), so a wrong chain cannot end right by luck (with
-    a one-digit answer it does, one time in ten)."""
+    The base policy is warm-started on right solutions, then on demonstrations that make errors, and copies them:
+    - `hard_facts=False` (the `arith` task): every line's result is wrong with probability p_err, so the policy's errors
+      are one kind of noise on arithmetic it knows, which outcome-only RL turns down quickly;
+    - `hard_facts=True` (the `facts` task): only the lines whose fact (`a+b` or `a-b`) is in a fixed half of the 200 are
+      wrong, with probability p_err, so the policy has about 100 facts to unlearn one by one; and the answer line lists
+      every line's result (`A:3719`), so a wrong chain cannot end right by luck (with one digit it does one time in 10).
+    Errors carry forward: a line starts from the result written on the line before.
+    """
 
-    name = "arith"
     delimiter = "\n"
 
-    def __init__(self, n_ops=4, p_err=0.35, hard_facts=False):
-        self.n_ops, self.p_err, self.hard_facts = n_ops, p_err, hard_facts
+    def __init__(self, name, n_ops, p_err, hard_facts):
+        self.name, self.n_ops, self.p_err, self.hard_facts = name, n_ops, p_err, hard_facts
         self.tokenizer = CharTokenizer("0123456789+-=:QA\n")
-        answer = n_ops if hard_facts else 1
-        self.max_new_tokens = 6 * n_ops + 2 + answer + 1                  # lines "a+b=c\n", "A:" and the answer, EOS
+        self.max_new_tokens = 6 * n_ops + 2 + (n_ops if hard_facts else 1) + 1   # lines "a+b=c\n", "A:", answer, EOS
 
-    def settings(self):
-        return {"n_ops": self.n_ops, "p_err": self.p_err} | ({"hard_facts": True} if self.hard_facts else {})
+    def settings(self):   # what a policy trained on this task depends on
+        return {"n_ops": self.n_ops, "p_err": self.p_err, "hard_facts": self.hard_facts}
 
     def problems(self, n, rng, split="train"):
-        """n random problems of one split. A problem is held out ("test") iff the CRC32 of its text is 0 mod 5:
-        a fixed split by problem, so no training stage ever sees a test problem, whatever the run's sizes."""
+        """n random problems of one split. A problem is held out ("test") iff the CRC32 of its text is 0 mod 5: a fixed
+        split by problem, so no training stage ever sees a test problem, whatever the run's sizes."""
         out = []
         while len(out) < n:
             digits = [rng.randrange(10) for _ in range(self.n_ops + 1)]
             ops = [rng.choice("+-") for _ in range(self.n_ops)]
             text = str(digits[0]) + "".join(o + str(d) for o, d in zip(ops, digits[1:]))
             if (zlib.crc32(text.encode()) % 5 == 0) == (split == "test"):
-                results = self.solve(digits, ops)[1:]
-                out.append(Problem(f"Q:{text}\n", self.answer(results)))
+                out.append(Problem(f"Q:{text}\n", self.solution(text, 0.0, None).split(":")[-1]))
         return out
-
-    def answer(self, results):
-        return "".join(map(str, results)) if self.hard_facts else str(results[-1])
-
-    @staticmethod
-    def solve(digits, ops):
-        acc = [digits[0]]
-        for o, d in zip(ops, digits[1:]):
-            acc.append((acc[-1] + d if o == "+" else acc[-1] - d) % 10)
-        return acc
 
     @staticmethod
     def is_hard(a, op, b):
-        """One of the 100 facts that the demonstrations get wrong with `hard_facts` (a fixed, arbitrary half)."""
+        """One of the 100 facts that the `facts` demonstrations get wrong (a fixed, arbitrary half)."""
         return zlib.crc32(f"{a}{op}{b}".encode()) % 2 == 0
 
-    def check(self, problem, response):
-        lines = response.split("\n")
-        return float(lines[-1] == f"A:{problem.answer}")
-
-    def sound(self, problem, response):
-        """1.0 iff every line of the response is right (the worked solution with no error): right by arithmetic, not by
-        luck. With a one-digit answer a wrong chain ends on the right digit one time in ten. A diagnostic that rl.py
-        logs; no reward reads it."""
-        return float(response == self.solution(problem, 0.0, random.Random(0)))
-
-    def solution(self, problem, p_err, rng):
-        """A worked solution whose result digit is wrong with probability p_err in each line (with `hard_facts`, in
-        each line whose fact is hard); errors carry forward."""
-        text = problem.prompt[2:-1]
-        digits, ops = [int(c) for c in text[::2]], list(text[1::2])
-        acc, lines, results = digits[0], [], []
-        for o, d in zip(ops, digits[1:]):
+    def solution(self, text, p_err, rng):
+        """The worked solution of the problem `text` ("5+6-0"), each line's result wrong with probability p_err (on
+        `facts`, each line whose fact is hard), the error carried forward."""
+        acc, lines, results = int(text[0]), [], []
+        for o, d in zip(text[1::2], map(int, text[2::2])):
             res = (acc + d if o == "+" else acc - d) % 10
-            if (not self.hard_facts or self.is_hard(acc, o, d)) and rng.random() < p_err:
+            if p_err and (not self.hard_facts or self.is_hard(acc, o, d)) and rng.random() < p_err:
                 res = rng.choice([r for r in range(10) if r != res])
             lines.append(f"{acc}{o}{d}={res}")
             acc = res
-            results.append(res)
-        return "\n".join(lines + [f"A:{self.answer(results)}"])
+            results.append(str(res))
+        return "\n".join(lines + ["A:" + ("".join(results) if self.hard_facts else results[-1])])
 
-    def demonstrations(self, n, rng, p_err=None):
-        p_err = self.p_err if p_err is None else p_err
-        return [(p.prompt, self.solution(p, p_err, rng)) for p in self.problems(n, rng)]
+    def demonstrations(self, n, rng, clean=False):
+        """n (prompt, solution) pairs of training problems; with the task's errors unless `clean`."""
+        return [(p.prompt, self.solution(p.prompt[2:-1], 0.0 if clean else self.p_err, rng))
+                for p in self.problems(n, rng)]
+
+    def check(self, problem, response):
+        return float(response.split("\n")[-1] == f"A:{problem.answer}")
+
+    def sound(self, problem, response):
+        """1.0 iff every line of the response is right: right by arithmetic, not by luck (on `arith` a wrong chain ends
+        on the right digit one time in ten). A diagnostic that rl.py logs; no reward reads it."""
+        return float(response == self.solution(problem.prompt[2:-1], 0.0, None))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -530,7 +518,11 @@ def digest(path):
         return hashlib.sha1(f.read()).hexdigest()[:12]
 
 
-TASKS = {"planted": Planted, "arith": Arith}
+TASKS = {   # each task's settings, in one place (rl.py has each task's RL settings)
+    "facts": lambda: Arith("facts", n_ops=4, p_err=0.9, hard_facts=True),
+    "arith": lambda: Arith("arith", n_ops=4, p_err=0.35, hard_facts=False),
+    "planted": lambda: Planted(),
+}
 
 
 def get_task(name):

@@ -1,39 +1,29 @@
-"""Process advantage verifiers: the base policy, our rollout engine, Monte Carlo advantages, and the verifiers.
+"""Process advantage verifiers (PAVs): Monte Carlo Q-values, Best-of-K provers, advantages, and the verifiers that
+learn them, in the order of section 3 and section 4.2 of the paper; the machinery that feeds them comes last.
 
-    python pav.py --task arith                 # CPU, under 10 minutes from nothing cached
-    python pav.py --task planted               # the paper's toy task (section 3.3)
-    python pav.py --model DIR --data train.jsonl --eval-data test.jsonl   # your causal LM on GSM8K/MATH-style files
+    python pav.py                      # CPU: the base policy, the prover table, ORM / PQM / PAV and their report
+    python pav.py --explain            # one held-out response, step by step: Q^pi, Q^mu, A^mu, effective reward
+    python pav.py --task planted       # the paper's toy task (section 3.3)
+    python pav.py --model DIR --data train.jsonl --eval-data test.jsonl   # your causal LM (a GPU), GSM8K/MATH files
 
-What it does, top to bottom:
-1. builds (first run) or loads (later runs) the base policy pi: a tiny Llama built from a config and warm-started by
-   supervised training on the task's demonstrations, saved with `save_pretrained` under `runs/<task>/policy/`;
-2. prints its accuracy on held-out problems;
-3. prints the *prover table*: for mu = pi and each Best-of-K prover mu = BoK(pi) (and, on `planted`, the
-   procedural gamma-provers), the two terms of Theorem 3.1 measured on sampled states, distinguishability
-   E_s Var_{a~pi}[A^mu(s,a)] and alignment E_s E_{a~pi}[A^mu(s,a) A^pi(s,a)], plus the mean of Q^mu
-   (`runs/<task>/provers.json`);
-4. labels every prefix of `n_cov` seed rollouts per problem with `n_mc` rollouts, trains three verifiers on the soft
-   labels, the ORM (outcome of a whole response), the PQM (Q^pi of every prefix) and the PAV (A^mu of every step,
-   mu = Bo4(pi) by default), and reports them against held-out Monte Carlo labels (`runs/<task>/verifiers.json`).
+What `python pav.py` does:
+1. builds (first run) or loads the base policy pi, a tiny Llama warm-started on the task's demonstrations, and prints
+   its held-out accuracy;
+2. prints the prover table: for mu = pi and each Best-of-K prover BoK(pi), the two terms of Theorem 3.1 measured on
+   sampled states, distinguishability E_s Var_a[A^mu] and alignment E_s E_a[A^mu A^pi] (`runs/<task>/provers.json`);
+3. labels every prefix of a seed rollout per training problem with `n_mc` rollouts, trains the ORM (outcome of a whole
+   response), the PQM (Q^pi of every prefix, from which Q^mu of mu = BoK(pi) follows) and reports them against
+   held-out Monte Carlo labels (`runs/<task>/verifiers.json`, `outcome_error.png`).
 
 Differences from the paper:
-1. The base policy is a ~0.8M-parameter Llama trained by us, not Gemma; on `planted` it replaces the paper's MADE MLP
-   and is warm-started on samples of the gamma = 3 procedural policy, not gamma = 5 (`--demo-gamma`): trained on
-   gamma = 5 ones, ours finds the target often enough for outcome-only RL to take off (README).
-2. The prover table takes Q^{BoK} from the base policy's own rollouts by the unbiased estimator 1 - C(n-c, K)/C(n, K)
-   and estimates each term from two independent halves of the rollouts, so that Monte Carlo noise inflates neither
-   the variance nor the product (the paper states the terms; it does not measure them).
+1. The base policy is a ~0.8M-parameter Llama trained by us on a synthetic task, not Gemma on MATH (data.py).
+2. The prover table estimates each term from two independent halves of the rollouts, so that Monte Carlo noise inflates
+   neither the variance nor the product (the paper states the terms; it does not measure them).
 3. A verifier reads a head on the hidden state of each step's last token instead of logits at an appended scoring
-   token; for a causal model the two see the same prefix, and ours scores all prefixes in one pass. Its Q_hat is
-   sigmoid(value) times the product of every step's sigmoid(survival), which lets "an earlier step was wrong" be
-   learnt once instead of as an AND over steps (`Verifier`). Its backbone is the base policy, frozen, with one fresh
-   decoder layer on top that reads the backbone's last hidden states plus each token's log-probability under it
-   (how surprised the policy was by what was written): fine-tuning the whole backbone on Monte Carlo labels, or a
-   fresh backbone, stayed at a depth-only prediction on `arith`, and without the log-probabilities the fresh layer
-   learnt the line checks only partly (see the README). Class balance (appendix D) is an option, off by default:
-   on `arith` it kept the verifier at a depth-only prediction (measured held-out MAE 0.28, against 0.15 without).
-4. "First pit" seeding is simplified: a seed rollout is labelled depth by depth up to its first prefix with
-   Q_hat = 0, and the rollouts saved are not re-spent on extra seeds.
+   token: for a causal model both see the same prefix, and ours scores all prefixes of a response in one pass. Its
+   backbone is frozen, with named additions on top (`Verifier`); the paper fine-tunes the whole model.
+4. The labels are one seed rollout per problem with `n_mc` rollouts from each of its prefixes: the paper's coverage
+   side of Fig. 6b's trade-off, neither its class balancing nor its "first pit" seeding (docs/experiments.md).
 5. Fig. 10's "outcome prediction error" is the squared error between a step's score (clipped to [0, 1]) and the
    response's final outcome.
 """
@@ -54,7 +44,6 @@ from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # no model hub is reachable from our machines: fail fast, not after retries
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -65,334 +54,547 @@ import data
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Config: one dataclass, every field a command-line flag
+# Section 3: Q-values by Monte Carlo, Best-of-K provers, progress (the advantage) and the effective reward
 
-def arg(default, help):
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass
-class Config:
-    task: str = arg("arith", "planted or arith")
-    seed: int = arg(0, "random seed; a run repeats exactly with the same seed on CPU")
-    out: str = arg("", "output directory; empty means runs/<task>")
-    temperature: float = arg(1.0, "sampling temperature of every rollout")
-    p_err: float = arg(0.35, "arith only: chance that a demonstration line's result is wrong, which the warm-started "
-                             "policy copies; 0.5 leaves best-of-N well below Pass@N (README); output in runs/arith_p<p>")
-    n_ops: int = arg(4, "arith only: operations (lines) per problem; 8 makes the outcome reward sparse and noisy, "
-                        "where outcome-only RL stalls or learns late (README); output in runs/arith_n<n>")
-    hard_facts: bool = arg(False, "arith only: the demonstrations err only on a fixed half of the one-line facts, and the "
-                                  "answer lists every result (no lucky answers); with --p-err 0.9, outcome-only RL "
-                                  "learns slowly (README); output in runs/arith_..._facts")
-    demo_gamma: float = arg(3.0, "planted only: strength of the procedural policy whose 3,200 samples warm-start the "
-                                  "base policy (the paper: 5; with 5, ours succeeds often enough for outcome-only RL "
-                                  "to take off, README); output in runs/planted_g<gamma>")
-    # real models and data (a GPU is advised; see the README's recipe)
-    model: str = arg("", "a local causal-LM directory (or hub name) to use as the base policy as it is; empty: the "
-                         "embedded tiny Llama, built and warm-started by us")
-    verifier_model: str = arg("", "backbone of the verifiers (it must share the policy's tokenizer); empty: the policy; "
-                                  "clean: the embedded arith policy's clean warm start, before the noisy demonstrations")
-    data: str = arg("", "JSON lines of problems, GSM8K layout (question, answer '... #### 72') or MATH layout "
-                        "(problem, solution with \\boxed{}); replaces --task and needs --model")
-    eval_data: str = arg("", "held-out problems in the same layouts; empty: 1 in 5 problems of --data, by question")
-    step_delimiter: str = arg("\\n", "with --data: the text that ends a step (\\n: a newline)")
-    max_new_tokens: int = arg(320, "with --data: the longest response, in tokens")
-    micro_batch_size: int = arg(0, "rows per forward and backward pass in training and scoring (gradients "
-                                   "accumulate, results do not change); 0: the whole batch at once")
-    # base policy
-    d_model: int = arg(128, "hidden size of the embedded Llama policy")
-    n_layers: int = arg(5, "layers of the embedded Llama policy")
-    sft_batch: int = arg(64, "warm-start batch size")
-    sft_lr: float = arg(3e-3, "warm-start peak learning rate")
-    eval_problems: int = arg(512, "held-out problems for accuracy (planted: held-out samples x 8)")
-    # prover table
-    ks: str = arg("1,2,4,8,16,32", "K of the Best-of-K provers BoK(pi)")
-    gammas: str = arg("2,5,10,15,30", "planted only: strengths of the procedural gamma-provers")
-    n_states: int = arg(96, "states s sampled for the prover table")
-    n_actions: int = arg(4, "actions a ~ pi sampled from each state")
-    table_mc: int = arg(64, "prover table: rollouts per prefix (two independent halves, each >= max K)")
-    # verifiers (section 4.2, appendix D)
-    n_problems: int = arg(8192, "training problems whose seed rollouts are labelled")
-    n_cov: int = arg(1, "seed rollouts per training problem (the paper's coverage)")
-    n_mc: int = arg(4, "Monte Carlo rollouts from every prefix of every seed rollout (soft label = fraction correct)")
-    first_pit: bool = arg(False, "label a seed rollout only up to its first prefix with Q_hat = 0 (the 'first pit')")
-    verifier_steps: int = arg(1500, "training steps of each verifier")
-    verifier_batch: int = arg(64, "responses per verifier training step (all their prefixes scored in one pass)")
-    verifier_layers: int = arg(1, "fresh Llama decoder layers a verifier puts on top of its backbone")
-    verifier_lr: float = arg(0.0, "learning rate of the verifier's backbone; 0 freezes it")
-    verifier_head_lr: float = arg(3e-3, "learning rate of the verifier's top layers and head")
-    balance: bool = arg(False, "weight the prefixes so that Q_hat < 0.5 and >= 0.5 count equally (appendix D)")
-    prover: str = arg("bo4", "the PAV's prover mu: boK (Best-of-K of pi, from the Q^pi verifier) or a policy directory")
-    alpha: float = arg(0.5, "weight of A^mu in the effective reward Q^pi + alpha * A^mu (Eq. 5)")
-    eval_verifier_problems: int = arg(128, "held-out problems for the verifier report")
-    eval_mc: int = arg(64, "rollouts per held-out prefix, so that label noise does not decide the report")
-    batch_rows: int = arg(4096, "rows sampled at once by the rollout engine (memory bound)")
+def mc_successes(model, task, tokenizer, problems, prefixes, n, cfg, generator=None):
+    """Eq. 1 by Monte Carlo: for each (problem index, response prefix), how many of n rollouts under `model` succeed;
+    Q_hat^pi = successes / n. A complete prefix is not rolled out: its n 'rollouts' all have its own outcome.
+    Returns (len(prefixes),) float."""
+    counts = torch.zeros(len(prefixes))
+    todo = [i for i, (j, p) in enumerate(prefixes) if not is_complete(p, task, tokenizer)]
+    for i, (j, p) in enumerate(prefixes):
+        if is_complete(p, task, tokenizer):
+            counts[i] = n * outcome(task, tokenizer, problems[j], p)
+    responses = rollout_responses(model, task, tokenizer, problems, [prefixes[i] for i in todo], n, cfg,
+                                  generator=generator)
+    wins = [outcome(task, tokenizer, problems[prefixes[todo[k // n]][0]], y) for k, y in enumerate(responses)]
+    if todo:
+        counts[todo] = torch.tensor(wins).view(-1, n).sum(-1)
+    return counts
 
 
-def parse_config(cls, argv=None):
-    """Turn a config dataclass into argparse flags (--n-mc for n_mc); --help shows every default."""
-    import argparse
-    ap = argparse.ArgumentParser(description=sys.modules[cls.__module__].__doc__.split("\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
-        else:
-            ap.add_argument(flag, type=type(f.default), default=f.default, help=f.metadata["help"])
-    ap.error = lambda msg: fail(msg)   # one line on stderr, not the usage block
-    return cls(**vars(ap.parse_args(argv)))
+def bok_closed(q, k):
+    # Section 3.2: Q^{BoK(pi)}(s, a) = 1 - (1 - Q^pi(s, a))^K, K independent attempts from the same prefix
+    return 1 - (1 - q) ** k
 
 
-def fail(msg):
-    """Bad input: one line on stderr, non-zero exit, before any work."""
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
+def bok_unbiased(counts, n, k):
+    """Q^{BoK(pi)} from c successes in n >= K rollouts without bias: 1 - C(n - c, K) / C(n, K) (the pass@k estimator).
+    Plugging c / n into `bok_closed` is biased whenever K > 1."""
+    assert n >= k, f"the unbiased BoK estimate needs n >= K, got n={n}, K={k}"
+    c = torch.as_tensor(counts, dtype=torch.float64)
+    i = torch.arange(k, dtype=torch.float64)
+    # C(n - c, K) / C(n, K) = prod_{i < K} (n - c - i) / (n - i), which is 0 once n - c < K
+    ratio = ((n - c[..., None] - i).clamp(min=0) / (n - i)).prod(-1)
+    return (1 - ratio).to(torch.float32)
 
 
-def int_list(text, name):
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        fail(f"--{name} must be a comma-separated list of integers, got {text!r}")
-    if any(v <= 0 for v in values):
-        fail(f"--{name} entries must be positive, got {text!r}")
-    return values
+def advantages(q):
+    """q (..., H + 1): the prover's value of the bare problem (index 0) and of the prefix after each step. Returns
+    (..., H), the progress each step makes."""
+    # Eq. 2: A^mu(s_h, a_h) = Q^mu(s_h, a_h) - Q^mu(s_{h-1}, a_{h-1})
+    return q[..., 1:] - q[..., :-1]
 
 
-def resolve_task(cfg):
-    """--data replaces --task (cfg.task becomes "data"); an unknown task or a bad combination fails here."""
-    if cfg.data:
-        if cfg.task not in ("arith", "data"):
-            fail(f"--data replaces --task; drop --task {cfg.task}")
-        if not cfg.model:
-            fail("--data needs --model: the embedded policy is built for the toy tasks only")
-        cfg.task = "data"
-    elif cfg.task not in data.TASKS:
-        fail(f"unknown task {cfg.task!r}; choose from {', '.join(data.TASKS)}")
-    if cfg.eval_data and not cfg.data:
-        fail("--eval-data needs --data")
-    if cfg.model and cfg.task == "planted":
-        fail("planted is defined over its own 15 tokens; --model works with arith or --data")
-    if not 0 <= cfg.p_err < 1:
-        fail(f"--p-err must be in [0, 1), got {cfg.p_err}")
-    if cfg.n_ops < 1:
-        fail(f"--n-ops must be positive, got {cfg.n_ops}")
-    default = data.Arith()
-    if cfg.task != "arith" and cfg.p_err != default.p_err:
-        fail(f"--p-err applies to arith only (its demonstrations' error rate), not to {cfg.task}")
-    if cfg.task != "arith" and cfg.n_ops != default.n_ops:
-        fail(f"--n-ops applies to arith only (its operations per problem), not to {cfg.task}")
-    if cfg.task != "arith" and cfg.hard_facts:
-        fail(f"--hard-facts applies to arith only (its demonstrations' errors), not to {cfg.task}")
-    if not cfg.demo_gamma > 0:
-        fail(f"--demo-gamma must be positive, got {cfg.demo_gamma}")
-    if cfg.task != "planted" and cfg.demo_gamma != data.Planted().demo_gamma:
-        fail(f"--demo-gamma applies to planted only (the strength of its demonstrations), not to {cfg.task}")
-    if cfg.verifier_model == "clean" and (cfg.model or cfg.task != "arith"):
-        fail("--verifier-model clean is the embedded arith policy's clean warm start; with --model or another task, "
-             "give a model directory")
+def effective_reward(q_pi, a_mu, alpha):
+    """q_pi (B, H + 1) values under the base policy, a_mu (B, H) advantages under the prover; returns (B, H)."""
+    # Eq. 5: the effective reward of step h is Q^pi(s_h, a_h) + alpha * A^mu(s_h, a_h)
+    return q_pi[:, 1:] + alpha * a_mu
 
 
-def check_config(cfg):
-    resolve_task(cfg)
-    for name in ("n_mc", "n_states", "n_actions", "table_mc", "eval_problems", "batch_rows", "sft_batch", "d_model",
-                 "n_layers", "n_problems", "n_cov", "verifier_steps", "verifier_batch", "eval_verifier_problems",
-                 "eval_mc", "max_new_tokens"):
-        if getattr(cfg, name) <= 0:
-            fail(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    if not cfg.temperature > 0:
-        fail(f"--temperature must be positive, got {cfg.temperature}")
-    ks = int_list(cfg.ks, "ks")
-    if cfg.table_mc < 2 * max(ks):
-        fail(f"--table-mc {cfg.table_mc} is too small for K = {max(ks)}: each half needs at least K rollouts")
-    if not (math.isfinite(cfg.alpha) and cfg.alpha >= 0):
-        fail(f"--alpha must be a non-negative number, got {cfg.alpha}")
-    if not (cfg.verifier_head_lr > 0 and cfg.sft_lr > 0):
-        fail("learning rates must be positive")
-    if not (cfg.verifier_lr >= 0 and cfg.verifier_layers >= 0):
-        fail("--verifier-lr and --verifier-layers must be 0 or positive")
-    K = prover_k(cfg)   # fails on a prover that names nothing
-    if K is not None and cfg.eval_mc < K:
-        fail(f"--eval-mc {cfg.eval_mc} is too small for the prover Bo{K}: the unbiased estimate needs at least K")
-    try:
-        gammas = [float(g) for g in cfg.gammas.split(",")]
-    except ValueError:
-        fail(f"--gammas must be a comma-separated list of numbers, got {cfg.gammas!r}")
-    if any(not g > 0 for g in gammas):
-        fail(f"--gammas entries must be positive, got {cfg.gammas!r}")
-    if cfg.micro_batch_size < 0:
-        fail(f"--micro-batch-size must be 0 (whole batches) or positive, got {cfg.micro_batch_size}")
-    name = os.path.splitext(os.path.basename(cfg.data))[0] if cfg.data else cfg.task
-    default = data.Arith()
-    if cfg.task == "arith":                                            # its own policy: keep the default's caches
-        name += f"_p{cfg.p_err:g}" if cfg.p_err != default.p_err else ""
-        name += f"_n{cfg.n_ops}" if cfg.n_ops != default.n_ops else ""
-        name += "_facts" if cfg.hard_facts else ""
-    if cfg.task == "planted" and cfg.demo_gamma != data.Planted().demo_gamma:
-        name += f"_g{cfg.demo_gamma:g}"
-    cfg.out = cfg.out or os.path.join("runs", name)
-    try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
-        task = make_task(cfg)
-        if cfg.model:
-            tokenizer = load_tokenizer(cfg.model)
-            data.step_end_table(tokenizer, task.delimiter)
-            if cfg.verifier_model and load_tokenizer(cfg.verifier_model).get_vocab() != tokenizer.get_vocab():
-                raise ValueError(f"--verifier-model {cfg.verifier_model} has another tokenizer than --model "
-                                 f"{cfg.model}; the verifier reads the policy's tokens, so they must be the same")
-    except ValueError as e:
-        fail(str(e))
-    return ks, gammas
-
-
-def seed_dir(cfg):
-    """Where the caches of one pipeline seed live (policy, labels, verifiers, RL checkpoints): runs/<task>/seed<s>.
-    What a script reports goes to runs/<task> itself."""
-    return os.path.join(cfg.out, f"seed{cfg.seed}")
-
-
-def make_task(cfg):
-    if cfg.task == "arith":
-        return data.Arith(n_ops=cfg.n_ops, p_err=cfg.p_err, hard_facts=cfg.hard_facts)
-    if cfg.task == "planted":
-        return data.Planted(demo_gamma=cfg.demo_gamma)
-    if cfg.task != "data":
-        return data.get_task(cfg.task)
-    delimiter = cfg.step_delimiter.replace("\\n", "\n").replace("\\t", "\t")   # typed as \n on the command line
-    return data.FileTask(cfg.data, cfg.eval_data or None, delimiter, cfg.max_new_tokens)
-
-
-def load_lm(path, device=None):
-    """A causal LM from a directory, with fp32 weights whatever dtype it was saved in (transformers would otherwise
-    keep a bf16 checkpoint in bf16, and train it so); CUDA forward passes still run under bf16 autocast."""
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except Exception as e:   # a config without weights, a model that is not a causal LM, ...
-        fail(f"{path} does not load as a causal LM ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-    return model.to(device).eval() if device is not None else model
-
-
-def model_fingerprint(path):
-    """What a model directory's caches depend on: its config and tokenizer files' contents, and its weight files'
-    names, sizes and modification times (a model fine-tuned in place gets new caches)."""
-    if not os.path.isdir(path):
-        return path   # a hub name
-    h = hashlib.sha1()
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if name.endswith(".json") or name.endswith(".jinja") or name.endswith(".model"):
-            h.update(name.encode() + open(full, "rb").read())
-        elif name.endswith((".safetensors", ".bin", ".pt")):
-            st = os.stat(full)
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:12]
-
-
-def load_tokenizer(path):
-    """A model directory's tokenizer; without a padding token, EOS pads (every mask in this code says what is real)."""
-    from transformers import AutoTokenizer
-    if not (os.path.isdir(path) or "/" in path):
-        raise ValueError(f"{path} is not a model directory")
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(f"{path} is not a model directory: it has no config.json")
-    if os.path.isdir(path) and not any(n.endswith((".safetensors", ".bin")) for n in os.listdir(path)):
-        raise ValueError(f"{path} has a config.json but no weights (*.safetensors or *.bin)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as e:   # transformers raises many kinds here (OSError, ValueError, TypeError, ...)
-        raise ValueError(f"{path} has no tokenizer that AutoTokenizer can load ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
-    if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer of {path} has no EOS token, so a response could never end")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+def step_cuts(response, table):
+    """Prefix lengths [0, e_1, ..., e_H]: the state before step 1 and after each step (data.step_ends' rule)."""
+    ids = torch.tensor([response])
+    ends = data.step_ends(ids, torch.ones_like(ids, dtype=torch.bool), table)[0]   # (T,)
+    return [0] + (ends.nonzero().squeeze(1) + 1).tolist()
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Files: written whole or not at all, read without running code
+# Theorem 3.1: which prover helps. Distinguishability and alignment of each candidate prover, on sampled states
 
-def write_atomic(path, write):
-    """Make the file or directory `path` with `write(tmp)` at a temporary name beside it, then rename it into place: a
-    run killed while writing leaves the previous version or nothing, never a half-written file for a later run."""
-    tmp = f"{path}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)                               # what a killed run left behind
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write(tmp)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+def prover_table(model, task, tokenizer, cfg):
+    """Distinguishability E_s Var_{a~pi}[A^mu(s,a)] and alignment E_s E_{a~pi}[A^mu(s,a) A^pi(s,a)] of mu = BoK(pi) for
+    each K in PROVER_KS, and on planted of the procedural gamma-provers, whose Q^mu is exact (data.Planted).
 
-
-def save_json(obj, path):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-    write_atomic(path, write)
-
-
-def read_json(path):
-    """A JSON file's contents, or None if it is missing or unreadable (a cache that does not match is rebuilt)."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def save_png(fig, path):
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-
-
-def load_tensors(path, fix):
-    """torch.load with weights_only=True, so that a file from elsewhere cannot run code; a corrupt or foreign file is
-    one line that names it and `fix`, what to do about it."""
-    try:
-        return torch.load(path, weights_only=True)
-    except Exception as e:
-        fail(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); {fix}")
+    For each state s we sample m actions a ~ pi (one step each) and estimate Q^pi(s) and Q^pi(s, a) from two
+    independent halves of the rollouts. With two estimates A_1 and A_2 that are independent and unbiased (bok_unbiased
+    keeps BoK unbiased), the covariance of A_1 and A_2 across actions is unbiased for Var_a[A], and the mean of
+    A_1^mu A_2^pi for E_a[A^mu A^pi]: Monte Carlo noise inflates neither.
+    """
+    m, half, S = TABLE_ACTIONS, TABLE_MC // 2, TABLE_STATES
+    g = generator("prover table", cfg.seed, device=next(model.parameters()).device)
+    draw = rng("prover table", cfg.seed)
+    problems = task.problems(S, draw)
+    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(S)], 1, cfg, generator=g)
+    table = data.step_end_table(tokenizer, task.delimiter)
+    states = [(i, y[:draw.choice(step_cuts(y, table)[:-1])]) for i, y in enumerate(responses)]   # unfinished prefixes
+    r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in states], n=m,
+               max_new_tokens=[task.max_new_tokens - len(p) for _, p in states], temperature=TEMPERATURE,
+               stop_table=table, generator=g, **special_ids(tokenizer))
+    lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
+    after = [(states[k // m][0], states[k // m][1] + row[:L]) for k, (row, L) in enumerate(zip(ids, lengths))]
+    before = torch.stack([mc_successes(model, task, tokenizer, problems, states, half, cfg, g).view(S, 1)
+                          for _ in range(2)])                                                   # (2, S, 1)
+    after_c = torch.stack([mc_successes(model, task, tokenizer, problems, after, half, cfg, g).view(S, m)
+                           for _ in range(2)])                                                  # (2, S, m)
+    rows = [{"prover": "pi" if K == 1 else f"Bo{K}(pi)", "K": K, **theorem_terms(before, after_c, half, K),
+             "mean_q": float(bok_unbiased(after_c, half, K).mean())} for K in PROVER_KS]
+    for gamma in (TABLE_GAMMAS if task.name == "planted" else ()):
+        V = task.exact_values(gamma)
+        q_s = torch.tensor([task.exact_q(p, gamma, V) for _, p in states]).view(S, 1)
+        q_sa = torch.tensor([task.exact_q(p, gamma, V) for _, p in after]).view(S, m)
+        a = (q_sa - q_s).float()                                                                 # exact: no noise
+        a_pi = bok_unbiased(after_c, half, 1) - bok_unbiased(before, half, 1)                   # (2, S, m)
+        rows.append({"prover": f"gamma={gamma:g}", "gamma": gamma, **terms(a, a, a_pi.mean(0)),
+                     "mean_q": float(q_sa.mean())})
+    return rows
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Device: picked in one place
-
-def pick_device():
-    """cuda, then mps, then cpu. Weights stay fp32; on CUDA the forward passes run under bf16 autocast."""
-    if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16
-    if torch.backends.mps.is_available():
-        return torch.device("mps"), torch.float32
-    return torch.device("cpu"), torch.float32
+def theorem_terms(before, after, n, K):
+    """Theorem 3.1's two terms for mu = BoK(pi) from success counts in two independent halves of n rollouts each:
+    before (2, S, 1) from each state s, after (2, S, m) from each of m sampled actions a ~ pi."""
+    a_mu = bok_unbiased(after, n, K) - bok_unbiased(before, n, K)         # (2, S, m): Eq. 2 under BoK(pi), per half
+    a_pi = bok_unbiased(after, n, 1) - bok_unbiased(before, n, 1)         # (2, S, m): the same under pi
+    return terms(a_mu[0], a_mu[1], a_pi[1])
 
 
-def autocast(device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+def terms(a1, a2, a_pi):
+    """From two independent unbiased estimates a1, a2 (S, m) of A^mu(s, a) and one a_pi of A^pi(s, a), independent of
+    a1: the covariance of a1 and a2 across actions estimates Var_a[A^mu] without Monte Carlo noise, and the mean of
+    a1 * a_pi estimates E_a[A^mu A^pi] (Theorem 3.1's distinguishability and alignment), each averaged over states."""
+    m, S = a1.shape[1], a1.shape[0]
+    var = ((a1 - a1.mean(1, keepdim=True)) * (a2 - a2.mean(1, keepdim=True))).sum(1) / (m - 1)      # (S,)
+    align = (a1 * a_pi).mean(1)                                                                      # (S,)
+    se = lambda v: float(v.std() / math.sqrt(S))
+    return {"distinguishability": float(var.mean()), "distinguishability_se": se(var),
+            "alignment": float(align.mean()), "alignment_se": se(align)}
 
 
-# Every use of randomness draws from a stream of its own, seeded from (stream, run seed, step) by a hash: no two
-# streams share a seed, what one stream draws does not shift another (the labels are the same whether the policy was
-# just built or loaded from disk), and a resumed run draws what an uninterrupted one did.
-STREAMS = ("policy", "eval", "prover table", "labels", "verifier", "held-out labels", "search", "rl", "rl problems",
-           "rl prover", "rl eval", "pass@n")
-
-
-def stream_seed(stream, seed, step=0):
-    assert stream in STREAMS, f"unknown random stream {stream!r}"
-    return int.from_bytes(hashlib.sha256(f"{stream}/{seed}/{step}".encode()).digest()[:8], "little") >> 1
-
-
-def generator(stream, seed, step=0, device="cpu"):
-    """A torch generator for sampling on `device` (the rollout engine's noise)."""
-    return torch.Generator(device).manual_seed(stream_seed(stream, seed, step))
-
-
-def rng(stream, seed, step=0):
-    """A Python random generator (which problems, which states), seeded by its text: never the same seed as a torch one."""
-    assert stream in STREAMS, f"unknown random stream {stream!r}"
-    return random.Random(f"{stream}/{seed}/{step}")
+PROVER_KS = (1, 2, 4, 8, 16, 32)        # the provers BoK(pi) of the table
+TABLE_GAMMAS = (2, 5, 10, 15, 30)       # planted: the procedural provers of the table
+TABLE_STATES, TABLE_ACTIONS, TABLE_MC = 96, 4, 64   # states s, actions a ~ pi per state, rollouts per prefix (2 halves)
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Section 4.2: the verifier, a causal LM with a scalar head read at the end of every step
+
+class Verifier(torch.nn.Module):
+    """Q_hat of every prefix of a response that ends at a step, all in one forward pass (section 4.2).
+
+    The paper's verifier: a language model whose score at the end of a prefix predicts Q^pi. Here a linear head v on the
+    hidden state h_h at the last token of step h, Q_hat(s_h) = sigmoid(v(h_h)), on a frozen backbone `lm` (the policy's
+    copy, or `--verifier-model`). Three additions, each a switch, each for a measured reason (docs/experiments.md):
+    - `top_layers` fresh decoder layers between the frozen backbone and the head, so that the verifier can compare what
+      was written with what came before without fine-tuning the backbone;
+    - `surprise`: each token's log-probability under the backbone enters the top layers as one more input direction (a
+      wrong result digit is one the backbone found unlikely);
+    - `survival`: Q_hat(s_h) = sigmoid(v(h_h)) * prod_{j <= h} sigmoid(u(h_j)), so that "some earlier step was wrong"
+      is one term to learn instead of an AND over steps; u large gives back the plain head.
+    """
+
+    def __init__(self, lm, top_layers=1, surprise=True, survival=True, top=None):
+        super().__init__()
+        self.lm, self.survival = lm, survival                                # any causal LM; its LM head is unused
+        c = lm.config.get_text_config()
+        if top is None and top_layers > 0:
+            top = LlamaModel(LlamaConfig(vocab_size=1, hidden_size=c.hidden_size, num_hidden_layers=top_layers,
+                                         intermediate_size=2 * c.hidden_size, num_attention_heads=c.num_attention_heads,
+                                         max_position_embeddings=c.max_position_embeddings,
+                                         bos_token_id=None, eos_token_id=None, pad_token_id=None))
+        self.top = top
+        self.surprise = torch.nn.Linear(1, c.hidden_size, bias=False) if surprise else None
+        if surprise:
+            torch.nn.init.normal_(self.surprise.weight, std=0.1)
+        # A random (not zero) head: with a zero head the layers below get no gradient at first.
+        self.head = torch.nn.Linear(c.hidden_size, 2 if survival else 1)    # v (and u)
+        if survival:
+            with torch.no_grad():
+                self.head.bias[1] = 4.0   # sigmoid(4) = 0.98: every step survives at first, the plain head
+
+    def features(self, ids, mask):
+        """What the frozen backbone gives the layers above: its last hidden states (B, L, D) and, with `surprise`, the
+        log-probability of each token given the ones before it (0 for the first) as channel D + 1. fp32."""
+        out = self.lm(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
+        h = out.hidden_states[-1].float()
+        if self.surprise is None:
+            return h
+        logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])          # (B, L-1, 1)
+        return torch.cat([h, F.pad(logp, (0, 0, 1, 0))], -1)                                     # (B, L, D+1)
+
+    def forward(self, ids, mask, pos, pos_mask, f=None):
+        """The logit of Q_hat (B, H+1) at the positions `pos` (B, H+1), valid where `pos_mask`. `f`: the backbone's
+        features if already computed (`train_verifier` computes them once)."""
+        f = self.features(ids, mask) if f is None else f
+        h = f if self.surprise is None else f[..., :-1] + self.surprise(f[..., -1:])              # (B, L, D)
+        if self.top is not None:
+            h = self.top(inputs_embeds=h, attention_mask=mask, use_cache=False).last_hidden_state
+        h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))                               # (B, H+1, D)
+        out = self.head(h.float())                                                                # (B, H+1, 1 or 2)
+        if not self.survival:
+            return out[..., 0]
+        v, u = out.unbind(-1)
+        log_q = F.logsigmoid(v) + torch.cumsum(F.logsigmoid(u) * pos_mask, 1)
+        log_q = log_q.clamp(max=-1e-6)                                    # q < 1, so that log(1 - q) is finite
+        return log_q - torch.log(-torch.expm1(log_q))                     # logit(q) = log q - log(1 - q)
+
+    def save(self, path):
+        def save(tmp):
+            self.lm.save_pretrained(tmp)
+            if self.top is not None:
+                self.top.save_pretrained(os.path.join(tmp, "top"))
+            extra = {"survival": self.survival, "surprise": None if self.surprise is None else self.surprise.state_dict()}
+            torch.save({"head": self.head.state_dict(), **extra}, os.path.join(tmp, "head.pt"))
+        write_atomic(path, save)
+
+    @classmethod
+    def load(cls, path, device):
+        saved = load_tensors(os.path.join(path, "head.pt"), f"delete {path} and it is trained again")
+        top = os.path.join(path, "top")
+        v = cls(load_lm(path), surprise=saved["surprise"] is not None, survival=saved["survival"],
+                top=LlamaModel.from_pretrained(top) if os.path.isdir(top) else None)
+        v.head.load_state_dict(saved["head"])
+        if v.surprise is not None:
+            v.surprise.load_state_dict(saved["surprise"])
+        return v.to(device).eval()
+
+
+def score_rows(tokenizer, prompts, responses, table):
+    """Right-padded prompt + response rows (B, L), their mask (B, L), and the positions (B, H+1) at which the prefix
+    values are read: the last prompt token (the bare problem, h = 0), then the last token of each step."""
+    rows, positions = [], []
+    for p, y in zip(prompts, responses):
+        rows.append(p + y)
+        positions.append([len(p) + c - 1 for c in step_cuts(y, table)] if y else [len(p) - 1])
+    L, H = max(len(r) for r in rows), max(len(q) for q in positions)
+    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)          # (B, L)
+    mask = torch.zeros(len(rows), L, dtype=torch.long)                                   # (B, L)
+    pos = torch.zeros(len(rows), H, dtype=torch.long)                                    # (B, H+1)
+    pos_mask = torch.zeros(len(rows), H, dtype=torch.bool)                               # (B, H+1)
+    for i, (r, q) in enumerate(zip(rows, positions)):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+        pos[i, :len(q)], pos_mask[i, :len(q)] = torch.tensor(q), True
+    return ids, mask, pos, pos_mask
+
+
+@torch.no_grad()
+def predict_q(verifier, tokenizer, prompts, responses, table, batch=256):
+    """Predicted Q of every prefix of each response: (B, H+1) with a mask (B, H+1). One forward pass per response."""
+    device = next(verifier.parameters()).device
+    ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)
+    out = torch.zeros(pos.shape)
+    for i in range(0, len(ids), batch):
+        part = [t[i:i + batch].to(device) for t in (ids, mask, pos, pos_mask)]
+        with autocast(device):
+            logits = verifier(*part)                                      # (b, H+1)
+        out[i:i + batch] = torch.sigmoid(logits.float()).cpu()
+    return out * pos_mask, pos_mask
+
+
+class PAV:
+    """What search and RL call: per-step Q_hat^pi from the PQM, Q_hat^mu of mu = BoK(pi) and A_hat^mu."""
+
+    def __init__(self, pqm, tokenizer, table, k, batch=256):
+        self.pqm, self.tokenizer, self.table, self.k, self.batch = pqm, tokenizer, table, k, batch
+
+    def score(self, prompts, responses):
+        """q_pi (B, H+1), q_mu (B, H+1), a_mu (B, H), and their masks (B, H+1), (B, H)."""
+        q_pi, m = predict_q(self.pqm, self.tokenizer, prompts, responses, self.table, self.batch)
+        q_mu = bok_closed(q_pi, self.k) * m                       # every BoK prover from the one Q^pi verifier
+        return q_pi, q_mu, advantages(q_mu) * m[:, 1:], m, m[:, 1:]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training the verifiers on Monte Carlo labels (section 4.2)
+
+def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cfg, g, desc="labels"):
+    """n_mc rollouts under `prover` from every prefix of each response, depth by depth (every response's h-th prefix in
+    one batch): success counts (R, H+1) and where a prefix exists (R, H+1). Q_hat = counts / n_mc, a soft label."""
+    table = data.step_end_table(tokenizer, task.delimiter)
+    cuts = [step_cuts(y, table) for y in responses]
+    H = max(len(c) for c in cuts)
+    counts, labelled = torch.zeros(len(responses), H), torch.zeros(len(responses), H, dtype=torch.bool)
+    for h in tqdm(range(H), desc=desc, leave=False):
+        todo = [r for r in range(len(responses)) if h < len(cuts[r])]
+        counts[todo, h] = mc_successes(prover, task, tokenizer, problems,
+                                       [(index[r], responses[r][:cuts[r][h]]) for r in todo], n_mc, cfg, g)
+        labelled[todo, h] = True
+    return counts, labelled
+
+
+def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, table, cfg, desc):
+    """Binary cross-entropy of Q_hat against the soft labels (R, H+1), never rounded, where `labelled` (R, H+1).
+
+    Each step takes VERIFIER_BATCH responses and scores all their labelled prefixes in one pass; the loss is the mean
+    over those prefixes. The backbone is frozen, so its features are computed once for all responses (on the CPU, if
+    they fit in FEATURE_CACHE_BYTES; else again at every step) and only the layers above it train.
+    """
+    device = next(verifier.parameters()).device
+    ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)   # (R, L), (R, L), (R, H+1) x 2
+    H = pos.shape[1]
+    labels, labelled = labels[:, :H].float(), pos_mask & labelled[:, :H]
+    verifier.lm.requires_grad_(False)
+    D = verifier.lm.config.get_text_config().hidden_size
+    cached = ids.numel() * (D + 1) * 4 <= FEATURE_CACHE_BYTES
+    features = backbone_features(verifier, ids, mask, cfg, "cpu") if cached else None            # (R, L, D+1)
+    trained = [p for p in verifier.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=VERIFIER_LR, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) *
+                                              0.5 * (1 + math.cos(math.pi * i / cfg.verifier_steps)))
+    g = generator("verifier", cfg.seed)                                  # which responses each step trains on
+    verifier.train()
+    bar = tqdm(range(cfg.verifier_steps), desc=desc, leave=False)
+    for step in bar:
+        rows = torch.randint(len(ids), (VERIFIER_BATCH,), generator=g)   # (b,) responses
+        n, total = labelled[rows].sum().clamp_min(1), 0.0
+        for part in micro_batches(len(rows), cfg.micro_batch_size):
+            r = rows[part]
+            L = int(pos[r].max()) + 1
+            f = features[r, :L].to(device) if cached else backbone_features(verifier, ids[r, :L], mask[r, :L], cfg, device)
+            with autocast(device):
+                pred = verifier(*(t.to(device) for t in (ids[r, :L], mask[r, :L], pos[r], pos_mask[r])), f=f)
+            loss = verifier_loss(pred.float(), labels[r].to(device), labelled[r].to(device)) * (
+                labelled[r].sum() / n).to(device)                         # micro-batches: weighted by their share
+            loss.backward()
+            total += loss.item() if step % 25 == 0 else 0.0
+        update(verifier, opt, sched)
+        if step % 25 == 0:
+            bar.set_postfix(bce=f"{total:.4f}")
+    verifier.lm.requires_grad_(True)
+    return verifier.eval()
+
+
+def verifier_loss(logits, labels, labelled):
+    """Binary cross-entropy of Q_hat = sigmoid(logits) against soft labels, averaged over the labelled prefixes:
+    mean over labelled (h) of -[y_h log Q_hat_h + (1 - y_h) log(1 - Q_hat_h)]. All three (B, H+1)."""
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")                    # (B, H+1)
+    return (bce * labelled).sum() / labelled.sum().clamp(min=1)
+
+
+VERIFIER_BATCH = 64           # responses per training step (all their prefixes in one pass)
+VERIFIER_LR = 3e-3            # of the layers above the frozen backbone; cosine decay after 50 warm-up steps
+FEATURE_CACHE_BYTES = 2 ** 31   # a frozen backbone's features are kept when they take at most 2 GB as fp32
+
+
+@torch.no_grad()
+def backbone_features(verifier, ids, mask, cfg, to):
+    """The frozen backbone's `Verifier.features` of all rows (R, L, D+1) as fp32 on device `to`, in micro-batches."""
+    device = next(verifier.parameters()).device
+    with autocast(device):
+        return torch.cat([verifier.features(ids[part].to(device), mask[part].to(device)).to(to)
+                          for part in micro_batches(len(ids), cfg.micro_batch_size or 256)])
+
+
+def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "pqm")):
+    """The ORM (trained on the outcome of each seed rollout, at its last step) and the PQM (Q^pi of every prefix, soft
+    Monte Carlo labels), cached in runs/<task>/seed<s>/verifiers/<hash of every setting they depend on>/ with the labels
+    (`labels.pt`); only the ones asked for and missing are trained, from the cached labels if there are some."""
+    settings = verifier_settings(task, cfg)
+    path = os.path.join(seed_dir(cfg), "verifiers", hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10])
+    missing = [n for n in names if not os.path.exists(os.path.join(path, n))]
+    verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
+    if not missing:
+        print(f"loading verifiers from {path}")
+        return verifiers
+    print(f"training verifiers {', '.join(missing)} (cached in {path})")
+    t0 = time.time()
+    problems = task.problems(cfg.n_problems, rng("labels", cfg.seed))
+    labels_path = os.path.join(path, "labels.pt")
+    if os.path.exists(labels_path):
+        saved = load_tensors(labels_path, "delete it and the labels are drawn again")
+        index, responses, counts, labelled = (saved[k] for k in ("index", "responses", "counts", "labelled"))
+    else:
+        g = generator("labels", cfg.seed, device=device)   # the labels' own stream: the same whatever ran before them
+        index = list(range(len(problems)))
+        responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in index], 1, cfg, generator=g)
+        counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, g,
+                                          desc="labels under pi")
+        write_atomic(labels_path, lambda tmp: torch.save(
+            {"index": index, "responses": responses, "counts": counts, "labelled": labelled}, tmp))
+    prompts = [prompt_ids(tokenizer, problems[i]) for i in index]
+    print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
+    table = data.step_end_table(tokenizer, task.delimiter)
+    last = torch.zeros(counts.shape, dtype=torch.bool)                    # the ORM sees each response's last position
+    last[torch.arange(len(responses)), labelled.sum(1) - 1] = True
+    outcomes = torch.tensor([outcome(task, tokenizer, problems[i], y) for i, y in zip(index, responses)])
+    targets = {"orm": (outcomes[:, None] * last, last), "pqm": (counts / cfg.n_mc, labelled)}   # soft, never rounded
+    for name in missing:
+        torch.manual_seed(stream_seed("verifier", cfg.seed))              # the fresh layers' initial weights
+        backbone = load_lm(verifier_backbone(cfg)) if verifier_backbone(cfg) else copy.deepcopy(model)
+        verifiers[name] = train_verifier(Verifier(backbone).to(device), tokenizer, prompts, responses, *targets[name],
+                                         table, cfg, desc=name)
+        verifiers[name].save(os.path.join(path, name))
+    save_json(settings, os.path.join(path, "settings.json"))
+    print(f"  verifiers trained in {time.time() - t0:.0f}s")
+    return verifiers
+
+
+def verifier_settings(task, cfg):
+    """Everything a verifier depends on: the policy's settings, the labels' and the training's."""
+    backbone = verifier_backbone(cfg)
+    extra = {"verifier_model": cfg.verifier_model, "verifier_model_files": model_fingerprint(backbone)} if backbone else {}
+    return {**policy_settings(task, cfg), "verifier_version": 3, "n_problems": cfg.n_problems, "n_mc": cfg.n_mc,
+            "verifier_steps": cfg.verifier_steps, **extra}
+
+
+def verifier_backbone(cfg):
+    """The directory the verifiers start from (`--verifier-model`), or "" for the policy's own copy. `clean` is the
+    embedded policy's clean warm start, which knows the facts the policy was taught wrong (data.Arith)."""
+    if cfg.verifier_model == "policy":
+        return ""
+    return os.path.join(seed_dir(cfg), "policy", "clean") if cfg.verifier_model == "clean" else cfg.verifier_model
+
+
+def verifier_report(model, verifiers, task, tokenizer, cfg, device):
+    """The ORM, PQM and PAV against Monte Carlo labels (REPORT_MC rollouts per prefix) on held-out problems; and the
+    squared error of each step's score against the final outcome, by depth (Fig. 10)."""
+    problems = task.problems(REPORT_PROBLEMS, rng("held-out labels", cfg.seed), split="test")
+    settings = {**policy_settings(task, cfg), "problems": REPORT_PROBLEMS, "mc": REPORT_MC,
+                **({"eval_data": task.files["eval_data"]} if cfg.data else {})}
+    path = os.path.join(seed_dir(cfg), "held_out_labels.pt")   # they depend on the policy alone: drawn once
+    cached = load_tensors(path, "delete it and the held-out labels are drawn again") if os.path.exists(path) else None
+    if cached is not None and cached["settings"] == settings:
+        responses, counts, m = cached["responses"], cached["counts"], cached["m"]
+    else:
+        g = generator("held-out labels", cfg.seed, device=device)
+        responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1,
+                                      cfg, generator=g)
+        counts, m = collect_labels(model, task, tokenizer, problems, list(range(len(problems))), responses, REPORT_MC,
+                                   cfg, g, desc="held-out labels")
+        write_atomic(path, lambda tmp: torch.save({"settings": settings, "responses": responses, "counts": counts,
+                                                   "m": m}, tmp))
+    prompts = [prompt_ids(tokenizer, p) for p in problems]
+    q_mc = counts / REPORT_MC                                             # (R, H+1) Monte Carlo Q^pi
+    K = prover_k(cfg)
+    mu_mc = bok_unbiased(counts, REPORT_MC, K)                            # (R, H+1) Monte Carlo Q^{BoK}
+    pav = make_pav(verifiers, tokenizer, task, cfg)
+    q_pi, q_mu, a_mu, m_pred, _ = pav.score(prompts, responses)
+    q_orm = predict_q(verifiers["orm"], tokenizer, prompts, responses, pav.table, pav.batch)[0]
+    m = m & m_pred
+    m_adv = m[:, 1:] & m[:, :-1]
+
+    def metrics(pred, label):
+        p, y = pred[m].clamp(1e-6, 1 - 1e-6), label[m]
+        x, z = advantages(pred)[m_adv], advantages(label)[m_adv]
+        x, z = x - x.mean(), z - z.mean()
+        return {"bce": float(F.binary_cross_entropy(p, y)), "mae": float((p - y).abs().mean()),
+                "adv_corr": float((x * z).sum() / (x.norm() * z.norm()).clamp_min(1e-12))}
+
+    report = {"orm": metrics(q_orm, q_mc), "pqm": metrics(q_pi, q_mc), "pav": metrics(q_mu, mu_mc)}
+    # Fig. 10: the score of step h against the response's final outcome (exact: a complete response is not rolled out)
+    outcome_z = q_mc[torch.arange(len(q_mc)), m.sum(1) - 1]
+    eff = effective_reward(q_pi, a_mu, cfg.alpha).clamp(0, 1)             # (R, H)
+    by_depth = {"depth": [], "q_pi": [], "effective": [], "n": []}
+    for h in range(1, m.shape[1]):
+        rows = m[:, h]
+        if rows.sum() >= 8:
+            by_depth["depth"].append(h)
+            by_depth["n"].append(int(rows.sum()))
+            by_depth["q_pi"].append(float(((q_pi[rows, h] - outcome_z[rows]) ** 2).mean()))
+            by_depth["effective"].append(float(((eff[rows, h - 1] - outcome_z[rows]) ** 2).mean()))
+    report["outcome_error_by_depth"] = by_depth
+    report["held_out"] = {"problems": len(problems), "prefixes": int(m.sum()), "rollouts_per_prefix": REPORT_MC}
+    return report
+
+
+REPORT_PROBLEMS, REPORT_MC = 128, 64   # held-out problems of the verifier report, rollouts per prefix
+
+
+def make_pav(verifiers, tokenizer, task, cfg):
+    return PAV(verifiers["pqm"], tokenizer, data.step_end_table(tokenizer, task.delimiter), prover_k(cfg),
+               batch=cfg.micro_batch_size or 256)
+
+
+def prover_k(cfg):
+    """`--prover boK` -> K: the PAV's prover mu = BoK(pi), derived from the Q^pi verifier."""
+    p = cfg.prover.lower()
+    if p.startswith("bo") and p[2:].isdigit() and int(p[2:]) > 0:
+        return int(p[2:])
+    fail(f"--prover {cfg.prover!r} must be boK with K a positive integer, e.g. bo4")
+
+
+def explain(model, verifiers, task, tokenizer, cfg, device):
+    """One held-out response, step by step (cf. Fig. 2a): Q^pi and Q^mu of each prefix from the verifier and from
+    EXPLAIN_MC rollouts, A^mu, and the effective reward. The first response of the first held-out problems that goes
+    wrong somewhere, so that a step that loses ground shows next to steps that make progress."""
+    g = generator("eval", cfg.seed, step=1, device=device)
+    problems = eval_problems(task, cfg)[:16]
+    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1, cfg,
+                                  generator=g)
+    i = next((i for i, (p, y) in enumerate(zip(problems, responses)) if not outcome(task, tokenizer, p, y)), 0)
+    problem, y = problems[i], responses[i]
+    table = data.step_end_table(tokenizer, task.delimiter)
+    cuts = step_cuts(y, table)
+    q_pi, q_mu, a_mu, _, _ = make_pav(verifiers, tokenizer, task, cfg).score([prompt_ids(tokenizer, problem)], [y])
+    eff = effective_reward(q_pi, a_mu, cfg.alpha)[0]
+    counts = mc_successes(model, task, tokenizer, [problem], [(0, y[:c]) for c in cuts], EXPLAIN_MC, cfg, g)
+    mc_pi, mc_mu = counts / EXPLAIN_MC, bok_unbiased(counts, EXPLAIN_MC, prover_k(cfg))
+    steps = [tokenizer.decode(y[a:b]).replace("\n", "\\n") for a, b in zip(cuts, cuts[1:])]
+    print(f"problem {problem.prompt.strip()!r} (answer {problem.answer}); outcome {outcome(task, tokenizer, problem, y):.0f}")
+    print(f"{'h':>2} | {'step':<12} | {'Q^pi':>5} {'MC':>5} | {'Q^mu':>5} {'MC':>5} | {'A^mu':>6} {'MC':>6} | "
+          f"effective (alpha {cfg.alpha:g})")
+    print(f"{0:>2} | {'(problem)':<12} | {q_pi[0, 0]:5.3f} {mc_pi[0]:5.3f} | {q_mu[0, 0]:5.3f} {mc_mu[0]:5.3f} |")
+    rows = []
+    for h, text in enumerate(steps, 1):
+        rows.append({"step": text, "q_pi": float(q_pi[0, h]), "q_mu": float(q_mu[0, h]), "a_mu": float(a_mu[0, h - 1]),
+                     "effective": float(eff[h - 1]), "mc_q_pi": float(mc_pi[h]), "mc_q_mu": float(mc_mu[h]),
+                     "mc_a_mu": float(mc_mu[h] - mc_mu[h - 1])})
+        r = rows[-1]
+        print(f"{h:>2} | {text:<12} | {r['q_pi']:5.3f} {r['mc_q_pi']:5.3f} | {r['q_mu']:5.3f} {r['mc_q_mu']:5.3f} | "
+              f"{r['a_mu']:+6.3f} {r['mc_a_mu']:+6.3f} | {r['effective']:+.3f}")
+    plot_explained(rows, float(q_mu[0, 0]), cfg, os.path.join(cfg.out, "explain.png"))
+    return rows
+
+
+EXPLAIN_MC = 256   # rollouts per prefix for the Monte Carlo columns of --explain
+
+
+def plot_outcome_error(by_depth, alpha, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(by_depth["depth"], by_depth["q_pi"], "o-", label=r"$\hat Q^\pi$ alone")
+    ax.plot(by_depth["depth"], by_depth["effective"], "s-", label=rf"$\hat Q^\pi + {alpha:g}\,\hat A^\mu$")
+    ax.set_xlabel("step depth h")
+    ax.set_ylabel("squared error against the final outcome")
+    ax.set_title("Predicting the outcome from step h (cf. Fig. 10)")
+    ax.legend()
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+
+
+def plot_explained(rows, q_mu_0, cfg, path):
+    """Q^pi and Q^mu after each step, and the progress A^mu each step makes (our picture of the paper's Fig. 2a)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    h = list(range(len(rows) + 1))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(h, [None] + [r["q_pi"] for r in rows], "o-", label=r"$\hat Q^\pi$ (PQM)")
+    a.plot(h, [q_mu_0] + [r["q_mu"] for r in rows], "s-", label=rf"$\hat Q^\mu$, $\mu$ = {cfg.prover}($\pi$)")
+    a.plot(h, [None] + [r["mc_q_mu"] for r in rows], "s:", color="C1", alpha=0.6, label=r"$Q^\mu$ by Monte Carlo")
+    a.set_xticks(h, ["x"] + [r["step"] for r in rows], rotation=30, fontsize=8)
+    a.set_ylabel("value of the prefix")
+    a.set_ylim(-0.02, 1.02)
+    a.legend(fontsize=8)
+    a.set_title("the value of each prefix")
+    colors = ["C2" if r["a_mu"] >= 0 else "C3" for r in rows]
+    b.bar(h[1:], [r["a_mu"] for r in rows], color=colors, label=r"$\hat A^\mu$ (progress)")
+    b.plot(h[1:], [r["effective"] for r in rows], "ko-", ms=4, label=rf"effective reward, $\alpha$ = {cfg.alpha:g}")
+    b.axhline(0, color="0.5", lw=0.8)
+    b.set_xticks(h[1:], [r["step"] for r in rows], rotation=30, fontsize=8)
+    b.legend(fontsize=8)
+    b.set_title("what each step earns (cf. Fig. 2a)")
+    fig.tight_layout()
+    save_png(fig, path)
+    plt.close(fig)
+
+
+# ==============================================================================================================
+# The machinery: rollouts, outcomes, the base policy, configuration, files and the command line
+# ==============================================================================================================
+
 # Rollout engine: batched sampling with a KV cache, whole responses or one step at a time
 
 @dataclass
@@ -552,8 +754,65 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
     return Rollout(tokens[:, :t + 1], logps[:, :t + 1], valid[:, :t + 1], source)
 
 
+
 # --------------------------------------------------------------------------------------------------------------
-# The base policy: a tiny Llama built from a config, warm-started on the task's demonstrations
+# Outcomes: roll out, decode, check
+
+def eval_problems(task, cfg):
+    """Held-out problems: the task's test split, which no training stage draws from."""
+    n = cfg.eval_problems * (8 if task.name == "planted" else 1)   # planted: one problem, success is rare
+    return task.problems(n, rng("eval", cfg.seed), split="test")
+
+
+def prompt_ids(tokenizer, problem):
+    """The prompt's token ids. A problem from a data file is a user message: with a tokenizer that has a chat
+    template (an instruction model), it is wrapped in that template, which adds its own BOS."""
+    if problem.layout and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode(problem.prompt, add_special_tokens=True)
+
+
+def is_complete(response, task, tokenizer):
+    """A response (token list) is complete when it ended with EOS or reached the length limit."""
+    return (len(response) > 0 and response[-1] in data.end_ids(tokenizer)) or len(response) >= task.max_new_tokens
+
+
+def response_text(tokenizer, response):
+    """A response's text, its EOS and what follows it cut off."""
+    ends = set(data.end_ids(tokenizer))
+    return tokenizer.decode(response[:next((i for i, t in enumerate(response) if t in ends), len(response))])
+
+
+def outcome(task, tokenizer, problem, response):
+    """Rex(y, y*): 1.0 iff the response's final answer is right (EOS and what follows it ignored)."""
+    return task.check(problem, response_text(tokenizer, response))
+
+
+def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temperature=None, generator=None):
+    """Complete each (problem, response-prefix) n times; returns the full responses as token lists, n per prefix.
+    Runs in chunks of at most `cfg.batch_rows` rows."""
+    out, per_call = [], max(1, cfg.batch_rows // n)
+    temperature = TEMPERATURE if temperature is None else temperature
+    for i in range(0, len(prefixes), per_call):
+        chunk = prefixes[i:i + per_call]
+        r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in chunk], n=n,
+                   max_new_tokens=[task.max_new_tokens - len(p) for _, p in chunk], temperature=temperature,
+                   generator=generator, **special_ids(tokenizer))
+        lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
+        out += [chunk[i // n][1] + row[:L] for i, (row, L) in enumerate(zip(ids, lengths))]
+    return out
+
+
+def accuracy(model, task, tokenizer, problems, cfg, temperature=None, generator=None):
+    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1, cfg,
+                                  temperature=temperature, generator=generator)
+    return sum(outcome(task, tokenizer, p, y) for p, y in zip(problems, responses)) / len(problems)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The base policy: a tiny Llama built from a config and warm-started on the task's demonstrations
 
 def policy_config(tokenizer, cfg):
     return LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=2 * cfg.d_model,
@@ -633,50 +892,50 @@ def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_earl
 
 
 def warm_start(task, tokenizer, cfg, device):
-    """Build the embedded base policy and train it on demonstrations. Returns it and, on arith, a copy of the model
-    after the clean stage (None on planted): `--verifier-model clean` starts the verifiers from it."""
+    """Build the embedded base policy and train it on the task's demonstrations. Returns it and, on the arithmetic
+    tasks, a copy of the model after its clean stage (`--verifier-model clean` starts the verifiers from it)."""
     torch.manual_seed(stream_seed("policy", cfg.seed))                  # the initial weights
     model = LlamaForCausalLM(policy_config(tokenizer, cfg)).to(device)
     draw = rng("policy", cfg.seed)
     if task.name == "planted":
-        # Paper: 3,200 samples of the gamma = 5 procedural policy (it trains a MADE MLP for 50 iterations; our
-        # transformer needs more passes over the same samples to match their distribution). Ours: gamma = 3 by
-        # default (--demo-gamma; why in Planted.demonstrations).
-        sft(model, tokenizer, task.demonstrations(3200, draw), steps=500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
+        # The paper trains its MADE MLP for 50 iterations on 3,200 samples; our transformer needs more passes over them.
+        sft(model, tokenizer, task.demonstrations(3200, draw), steps=500, lr=SFT_LR, batch_size=SFT_BATCH,
             seed=stream_seed("policy", cfg.seed, 1), desc="warm start", micro_batch=cfg.micro_batch_size)
         return model, None
-    # arith: clean solutions until greedy accuracy is high (the mod-10 lookup is learned suddenly), then a short
-    # pass over noisy ones, which leaves a policy that errs at every depth.
-    def clean_pairs(n):
-        return [(p.prompt, task.solution(p, 0.0, draw)) for p in task.problems(n, draw)]
+    # Arithmetic: right solutions until greedy accuracy is high (the mod-10 lookup is learned suddenly, after 300 to
+    # 1,200 steps), then a short pass over the task's demonstrations, which leaves a policy that errs as they do.
     probe = eval_problems(task, cfg)[:256]
+
     def learned(step):
         acc = accuracy(model, task, tokenizer, probe, cfg, temperature=0.0)
         tqdm.write(f"  clean warm start: step {step} | greedy accuracy {acc:.3f}")
         return step >= 300 and acc >= 0.95
-    sft(model, tokenizer, clean_pairs(60_000), steps=1500, lr=cfg.sft_lr, batch_size=cfg.sft_batch,
-        seed=stream_seed("policy", cfg.seed, 1), desc="warm start (clean)", stop_early=learned, micro_batch=cfg.micro_batch_size)
+    sft(model, tokenizer, task.demonstrations(60_000, draw, clean=True), steps=1500, lr=SFT_LR, batch_size=SFT_BATCH,
+        seed=stream_seed("policy", cfg.seed, 1), desc="warm start (clean)", stop_early=learned,
+        micro_batch=cfg.micro_batch_size)
     clean = copy.deepcopy(model)
-    noisy = task.demonstrations(20_000, draw)
-    sft(model, tokenizer, noisy, steps=250, lr=1e-3, batch_size=cfg.sft_batch, seed=stream_seed("policy", cfg.seed, 2),
-        desc="warm start (noisy)", warmup=1, micro_batch=cfg.micro_batch_size)
+    sft(model, tokenizer, task.demonstrations(20_000, draw), steps=250, lr=1e-3, batch_size=SFT_BATCH,
+        seed=stream_seed("policy", cfg.seed, 2), desc="warm start (demonstrations)", warmup=1,
+        micro_batch=cfg.micro_batch_size)
     return model, clean
 
 
+SFT_BATCH, SFT_LR = 64, 3e-3   # the warm start's batch and peak learning rate (linear warm-up, then cosine decay)
+
+
 def policy_settings(task, cfg):
-    """Everything the base policy depends on: a cached policy (and what was computed with it) is reused only if
-    these match."""
-    extra = task.settings()
+    """Everything the base policy depends on: a cached policy (and what was computed with it) is reused only if these
+    match."""
     if cfg.model:
-        return {"version": 2, "task": task.name, "seed": cfg.seed, "model": os.path.abspath(cfg.model),
-                "model_files": model_fingerprint(cfg.model), **extra}
-    return {"version": 2, "task": task.name, "seed": cfg.seed, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
-            "sft_batch": cfg.sft_batch, "sft_lr": cfg.sft_lr, **extra}
+        return {"version": 3, "task": task.name, "seed": cfg.seed, "model": os.path.abspath(cfg.model),
+                "model_files": model_fingerprint(cfg.model), **task.settings()}
+    return {"version": 3, "task": task.name, "seed": cfg.seed, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
+            **task.settings()}
 
 
 def load_or_build_policy(task, cfg, device):
-    """`--model PATH`: that model and its tokenizer, as they are. Otherwise runs/<task>/policy/: loaded when it was
-    built with the same settings, built (and saved) otherwise."""
+    """`--model DIR`: that model and its tokenizer, as they are. Otherwise runs/<task>/seed<s>/policy/: loaded when it
+    was built with the same settings, built (and saved) otherwise."""
     if cfg.model:
         print(f"loading the base policy from {cfg.model}")
         tokenizer = load_tokenizer(cfg.model)
@@ -690,8 +949,7 @@ def load_or_build_policy(task, cfg, device):
     if read_json(os.path.join(path, "settings.json")) == settings:
         print(f"loading the base policy from {path}")
         try:
-            model = AutoModelForCausalLM.from_pretrained(path).to(device).eval()
-            return model, data.CharTokenizer.from_pretrained(path)
+            return AutoModelForCausalLM.from_pretrained(path).to(device).eval(), data.CharTokenizer.from_pretrained(path)
         except Exception as e:
             fail(f"the cached policy {path} cannot be read ({type(e).__name__}); delete it and it is built again")
     print(f"building the base policy (cached in {path} for later runs)")
@@ -735,678 +993,300 @@ def memory_estimate(model, task, tokenizer, cfg, device, train_batch):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Outcomes: roll out, decode, check
+# Configuration: one dataclass of settings per script, every field a flag; a field's metadata says what it accepts
 
-def eval_problems(task, cfg):
-    """Held-out problems: the task's test split, which no training stage draws from."""
-    n = cfg.eval_problems * (8 if task.name == "planted" else 1)   # planted: one problem, success is rare
-    return task.problems(n, rng("eval", cfg.seed), split="test")
-
-
-def prompt_ids(tokenizer, problem):
-    """The prompt's token ids. A problem from a data file is a user message: with a tokenizer that has a chat
-    template (an instruction model), it is wrapped in that template, which adds its own BOS."""
-    if problem.layout and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        return tokenizer.encode(text, add_special_tokens=False)
-    return tokenizer.encode(problem.prompt, add_special_tokens=True)
+def arg(default, help, accepts=None):
+    """A config field: its default, its --help text, and what values it `accepts` ("positive" or "non-negative"
+    numbers; every float must be finite). help=None keeps a field off the command line."""
+    return field(default=default, metadata={"help": help, "accepts": accepts})
 
 
-def is_complete(response, task, tokenizer):
-    """A response (token list) is complete when it ended with EOS or reached the length limit."""
-    return (len(response) > 0 and response[-1] in data.end_ids(tokenizer)) or len(response) >= task.max_new_tokens
+@dataclass
+class Config:
+    """The pipeline's settings, shared by pav.py, search.py and rl.py: a flag means the same in all three."""
+    task: str = arg("facts", "facts: arithmetic whose demonstrations get half the one-line facts wrong (the default, "
+                             "where outcome-only RL is slow); arith: noise on every line (where it is not); "
+                             "planted: the paper's toy (section 3.3)")
+    seed: int = arg(0, "pipeline seed: the base policy, labels and verifiers (cached in runs/<task>/seed<s>)")
+    out: str = arg("", "output directory; empty: runs/<task> (runs/<name of the --data file> with --data)")
+    model: str = arg("", "a local causal-LM directory to use as the base policy as it is; empty: the embedded tiny "
+                         "Llama, built and warm-started by us")
+    data: str = arg("", "JSON lines of problems in GSM8K's layout (question, answer '... #### 72') or MATH's (problem, "
+                        "solution with \\boxed{}); replaces --task and needs --model")
+    eval_data: str = arg("", "held-out problems in the same layouts; empty: 1 in 5 problems of --data, by question")
+    max_new_tokens: int = arg(320, "with --data: the longest response, in tokens", "positive")
+    verifier_model: str = arg("clean", "backbone of the verifiers: clean (the embedded policy's warm start before its "
+                                       "wrong demonstrations), policy (the policy itself), or a model directory with "
+                                       "the policy's tokenizer")
+    prover: str = arg("bo4", "the PAV's prover mu = BoK(pi), Best-of-K of the base policy (section 3.2)")
+    alpha: float = arg(0.5, "weight of A^mu in the effective reward Q^pi + alpha * A^mu (Eq. 5)", "non-negative")
+    n_problems: int = arg(8192, "training problems whose seed rollout is labelled for the verifiers", "positive")
+    n_mc: int = arg(4, "rollouts from every prefix of a seed rollout; its label is the fraction that succeed",
+                    "positive")
+    verifier_steps: int = arg(1500, "training steps of each verifier (64 responses each)", "positive")
+    d_model: int = arg(128, "width of the embedded Llama policy", "positive")
+    n_layers: int = arg(5, "layers of the embedded Llama policy", "positive")
+    eval_problems: int = arg(512, "held-out problems for accuracy (planted: 8 times as many samples)", "positive")
+    batch_rows: int = arg(4096, "rows the rollout engine samples at once (the memory bound)", "positive")
+    micro_batch_size: int = arg(0, "rows per forward and backward pass (gradients accumulate, results do not "
+                                   "change); 0: the whole batch", "non-negative")
 
 
-def response_text(tokenizer, response):
-    """A response's text, its EOS and what follows it cut off."""
-    ends = set(data.end_ids(tokenizer))
-    return tokenizer.decode(response[:next((i for i, t in enumerate(response) if t in ends), len(response))])
+@dataclass
+class PavConfig(Config):
+    explain: bool = arg(False, "only explain one held-out response step by step (Q^pi, Q^mu, A^mu, effective "
+                               "reward) and plot it (explain.png)")
 
 
-def outcome(task, tokenizer, problem, response):
-    """Rex(y, y*): 1.0 iff the response's final answer is right (EOS and what follows it ignored)."""
-    return task.check(problem, response_text(tokenizer, response))
+TEMPERATURE = 1.0   # of every rollout: the policy's own distribution
 
 
-def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temperature=None, generator=None):
-    """Complete each (problem, response-prefix) n times; returns the full responses as token lists, n per prefix.
-    Runs in chunks of at most `cfg.batch_rows` rows."""
-    out, per_call = [], max(1, cfg.batch_rows // n)
-    temperature = cfg.temperature if temperature is None else temperature
-    for i in range(0, len(prefixes), per_call):
-        chunk = prefixes[i:i + per_call]
-        r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in chunk], n=n,
-                   max_new_tokens=[task.max_new_tokens - len(p) for _, p in chunk], temperature=temperature,
-                   generator=generator, **special_ids(tokenizer))
-        lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
-        out += [chunk[i // n][1] + row[:L] for i, (row, L) in enumerate(zip(ids, lengths))]
-    return out
+def parse_config(cls, argv=None):
+    """A config dataclass as argparse flags (--n-mc for n_mc); --help shows each default. A class may give defaults
+    per task (`task_defaults`): they are read for the --task given, and --help shows that task's."""
+    import argparse
+    ap = argparse.ArgumentParser(description=sys.modules[cls.__module__].__doc__.split("\n\n")[0].replace("\n", " "),
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    ap.error = lambda msg: fail(msg)   # one line on stderr, not the usage block
+    flags = [f for f in dataclasses.fields(cls) if f.metadata["help"] is not None]
+    for f in flags:
+        kind = {"action": argparse.BooleanOptionalAction} if f.type in (bool, "bool") else {"type": type(f.default)}
+        ap.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=f.metadata["help"], **kind)
+    task = ap.parse_known_args(argv)[0].task
+    ap.set_defaults(**getattr(cls, "task_defaults", {}).get(task, {}))
+    args = vars(ap.parse_args(argv))
+    for f in flags:
+        v, accepts = args[f.name], f.metadata["accepts"]
+        if (isinstance(v, float) and not math.isfinite(v)) or (accepts == "positive" and not v > 0) or \
+                (accepts == "non-negative" and not v >= 0):
+            what = f"{accepts + ' ' if accepts else ''}{'integer' if isinstance(v, int) else 'finite number'}"
+            fail(f"--{f.name.replace('_', '-')} must be a {what}, got {v}")
+    return cls(**args)
 
 
-def accuracy(model, task, tokenizer, problems, cfg, temperature=None, generator=None):
-    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1, cfg,
-                                  temperature=temperature, generator=generator)
-    return float(np.mean([outcome(task, tokenizer, p, y) for p, y in zip(problems, responses)]))
+def fail(msg):
+    """Bad input: one line on stderr and exit code 2, before any long work."""
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(2)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Monte Carlo Q-values, Best-of-K provers and advantages
-
-def step_cuts(response, table):
-    """Prefix lengths [0, e_1, ..., e_H]: the state before step 1 and after each step (data.step_ends' rule)."""
-    ids = torch.tensor([response])
-    ends = data.step_ends(ids, torch.ones_like(ids, dtype=torch.bool), table)[0]   # (T,)
-    return [0] + (ends.nonzero().squeeze(1) + 1).tolist()
-
-
-def mc_successes(model, task, tokenizer, problems, prefixes, n, cfg, generator=None):
-    """For each (problem index, response prefix), the number of successes among n rollouts under `model`.
-    A complete prefix is not rolled out: its n 'rollouts' all have its own outcome. Returns (len(prefixes),) float."""
-    counts = torch.zeros(len(prefixes))
-    todo = [i for i, (j, p) in enumerate(prefixes) if not is_complete(p, task, tokenizer)]
-    for i, (j, p) in enumerate(prefixes):
-        if is_complete(p, task, tokenizer):
-            counts[i] = n * outcome(task, tokenizer, problems[j], p)
-    responses = rollout_responses(model, task, tokenizer, problems, [prefixes[i] for i in todo], n, cfg,
-                                  generator=generator)
-    wins = [outcome(task, tokenizer, problems[prefixes[todo[k // n]][0]], y) for k, y in enumerate(responses)]
-    counts[todo] = torch.tensor(wins).view(-1, n).sum(-1) if todo else counts[todo]
-    return counts
+def int_list(text, name):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        fail(f"--{name} must be a comma-separated list of integers, got {text!r}")
+    if any(v <= 0 for v in values):
+        fail(f"--{name} entries must be positive, got {text!r}")
+    return values
 
 
-def q_hat(counts, n):
-    """Monte Carlo Q_hat = c / n and its standard error sqrt(Q_hat (1 - Q_hat) / n)."""
-    q = counts / n
-    return q, (q * (1 - q) / n).sqrt()
+def check_config(cfg):
+    """Everything that can be checked before the long work: the task and its combinations, the prover, and every file,
+    model directory and tokenizer named. Sets cfg.task ("data" with --data) and cfg.out."""
+    if cfg.data:
+        if cfg.task not in (Config.task, "data"):
+            fail(f"--data replaces --task; drop --task {cfg.task}")
+        if not cfg.model:
+            fail("--data needs --model: the embedded policy is built for the synthetic tasks only")
+        cfg.task = "data"
+    elif cfg.task not in data.TASKS:
+        fail(f"unknown task {cfg.task!r}; choose from {', '.join(data.TASKS)}")
+    if cfg.eval_data and not cfg.data:
+        fail("--eval-data needs --data")
+    if cfg.model and cfg.task == "planted":
+        fail("planted is defined over its own 15 tokens; --model works with the arithmetic tasks or --data")
+    if cfg.verifier_model == "clean" and (cfg.model or cfg.task == "planted"):
+        cfg.verifier_model = "policy"   # a clean warm start exists only for the embedded arithmetic policies
+    prover_k(cfg)
+    cfg.out = cfg.out or os.path.join("runs", os.path.splitext(os.path.basename(cfg.data))[0] if cfg.data else cfg.task)
+    try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
+        task = make_task(cfg)
+        if cfg.model:
+            tokenizer = load_tokenizer(cfg.model)
+            data.step_end_table(tokenizer, task.delimiter)
+        if cfg.verifier_model not in ("clean", "policy"):
+            other = load_tokenizer(cfg.verifier_model)
+            mine = load_tokenizer(cfg.model) if cfg.model else task.tokenizer
+            if not hasattr(mine, "get_vocab") or other.get_vocab() != mine.get_vocab():
+                raise ValueError(f"--verifier-model {cfg.verifier_model} has another tokenizer than the policy; the "
+                                 "verifier reads the policy's tokens, so they must be the same")
+    except ValueError as e:
+        fail(str(e))
 
 
-def bok_closed(q, k):
-    # Q^{BoK(pi)}(s, a) = 1 - (1 - Q^pi(s, a))^K   (section 3.2)
-    return 1 - (1 - q) ** k
+def make_task(cfg):
+    if cfg.task == "data":
+        return data.FileTask(cfg.data, cfg.eval_data or None, max_new_tokens=cfg.max_new_tokens)
+    return data.get_task(cfg.task)
 
 
-def bok_unbiased(counts, n, k):
-    """Unbiased estimate of Q^{BoK} from c successes in n >= K rollouts: 1 - C(n - c, K) / C(n, K)."""
-    assert n >= k, f"the unbiased BoK estimate needs n >= K, got n={n}, K={k}"
-    c = torch.as_tensor(counts, dtype=torch.float64)
-    # C(n-c, K)/C(n, K) = prod_{i=0}^{K-1} (n - c - i) / (n - i), which is 0 once n - c < K
-    i = torch.arange(k, dtype=torch.float64)
-    ratio = ((n - c[..., None] - i).clamp(min=0) / (n - i)).prod(-1)
-    return (1 - ratio).to(torch.float32)
+def seed_dir(cfg):
+    """Where the caches of one pipeline seed live (policy, labels, verifiers, RL checkpoints): runs/<task>/seed<s>.
+    What a script reports goes to runs/<task> itself."""
+    return os.path.join(cfg.out, f"seed{cfg.seed}")
 
 
-def advantages(q):
-    """Eq. 2: A^mu(s_h, a_h) = Q^mu(s_h, a_h) - Q^mu(s_{h-1}, a_{h-1}), i.e. the step's change in the prefix value.
-    q: (..., H + 1) values of the prefixes before step 1 and after each step; returns (..., H)."""
-    return q[..., 1:] - q[..., :-1]
+def load_lm(path, device=None):
+    """A causal LM from a directory, with fp32 weights whatever dtype it was saved in (transformers would otherwise
+    keep a bf16 checkpoint in bf16, and train it so); CUDA forward passes still run under bf16 autocast."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except Exception as e:   # a config without weights, a model that is not a causal LM, ...
+        fail(f"{path} does not load as a causal LM ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+    return model.to(device).eval() if device is not None else model
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The prover table: Theorem 3.1's two terms for each candidate prover, measured on sampled states
-
-def sample_states(model, task, tokenizer, cfg, n_states, g):
-    """n_states states s_h = (x, a_1..a_{h-1}): one uniformly chosen unfinished prefix of one response per problem."""
-    draw = rng("prover table", cfg.seed)
-    problems = task.problems(n_states, draw)
-    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(n_states)], 1, cfg,
-                                  generator=g)
-    table = data.step_end_table(tokenizer, task.delimiter)
-    states = []
-    for i, y in enumerate(responses):
-        cuts = step_cuts(y, table)[:-1]                   # the complete response is not a state
-        states.append((i, y[:draw.choice(cuts)]))
-    return problems, states
-
-
-def prover_table(model, task, tokenizer, cfg, ks, gammas):
-    """Distinguishability E_s Var_{a~pi}[A^mu(s,a)] and alignment E_s E_{a~pi}[A^mu(s,a) A^pi(s,a)] (Theorem 3.1).
-
-    For each state s we sample m actions a ~ pi (one step each) and estimate Q^pi(s) and Q^pi(s, a) from two
-    independent halves of n_mc rollouts each. With Q_1, Q_2 the two estimates, A_1 and A_2 are independent and
-    unbiased for A (bok_unbiased keeps BoK unbiased), so the covariance of A_1 and A_2 across actions is unbiased for
-    Var_a[A] and the mean of A_1^mu A_2^pi is unbiased for E_a[A^mu A^pi]: Monte Carlo noise inflates neither.
-    """
-    m, half = cfg.n_actions, cfg.table_mc // 2
-    g = generator("prover table", cfg.seed, device=next(model.parameters()).device)
-    problems, states = sample_states(model, task, tokenizer, cfg, cfg.n_states, g)
-    table = data.step_end_table(tokenizer, task.delimiter)
-    r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in states], n=m,
-               max_new_tokens=[task.max_new_tokens - len(p) for _, p in states], temperature=cfg.temperature,
-               stop_table=table, generator=g, **special_ids(tokenizer))
-    lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
-    after = [(states[k // m][0], states[k // m][1] + row[:L]) for k, (row, L) in enumerate(zip(ids, lengths))]
-    S = len(states)
-    halves = []
-    for _ in range(2):   # two independent halves: counts before (S, 1) and after (S, m) the action
-        before = mc_successes(model, task, tokenizer, problems, states, half, cfg, generator=g)
-        after_c = mc_successes(model, task, tokenizer, problems, after, half, cfg, generator=g)
-        halves.append((before.view(S, 1), after_c.view(S, m)))
-
-    def terms(a1, a2, a_pi):   # a1, a2: two independent estimates (S, m) of A^mu; a_pi: of A^pi
-        var = ((a1 - a1.mean(1, keepdim=True)) * (a2 - a2.mean(1, keepdim=True))).sum(1) / (m - 1)   # (S,)
-        align = (a1 * a_pi).mean(1)                                                                  # (S,)
-        se = lambda v: float(v.std() / math.sqrt(S))
-        return {"distinguishability": float(var.mean()), "distinguishability_se": se(var),
-                "alignment": float(align.mean()), "alignment_se": se(align)}
-
-    def bok_adv(K, h):   # Eq. 2 under BoK(pi), from half h: Q^mu(s, a) - Q^mu(s)
-        before, after_c = halves[h]
-        q_after = bok_unbiased(after_c, half, K)
-        return q_after - bok_unbiased(before, half, K), q_after            # (S, m), (S, m)
-
-    a_pi = [bok_adv(1, 0)[0], bok_adv(1, 1)[0]]
-    rows = []
-    for K in ks:
-        (a1, q1), (a2, q2) = bok_adv(K, 0), bok_adv(K, 1)
-        name = "pi" if K == 1 else f"Bo{K}(pi)"
-        rows.append({"prover": name, "K": K, **terms(a1, a2, a_pi[1]), "mean_q": float((q1 + q2).mean() / 2)})
-    if task.name == "planted":   # the procedural gamma-provers: Q^mu exact by dynamic programming
-        for gamma in gammas:
-            V = task.exact_values(gamma)
-            q_s = torch.tensor([task.exact_q(p, gamma, V) for _, p in states]).view(S, 1)
-            q_sa = torch.tensor([task.exact_q(p, gamma, V) for _, p in after]).view(S, m)
-            a = (q_sa - q_s).float()
-            rows.append({"prover": f"gamma={gamma:g}", "gamma": gamma, **terms(a, a, (a_pi[0] + a_pi[1]) / 2),
-                         "mean_q": float(q_sa.mean())})
-    return rows
+def model_fingerprint(path):
+    """What a model directory's caches depend on: its config and tokenizer files' contents, and its weight files'
+    names, sizes and modification times (a model fine-tuned in place gets new caches)."""
+    if not os.path.isdir(path):
+        return path   # a hub name
+    h = hashlib.sha1()
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.endswith(".json") or name.endswith(".jinja") or name.endswith(".model"):
+            h.update(name.encode() + open(full, "rb").read())
+        elif name.endswith((".safetensors", ".bin", ".pt")):
+            st = os.stat(full)
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
 
 
-def print_table(rows):
-    print(f"{'prover':>12} | {'distinguishability':>22} | {'alignment':>22} | {'mean Q^mu':>9}")
-    for r in rows:
-        print(f"{r['prover']:>12} | {r['distinguishability']:>12.5f} ± {r['distinguishability_se']:.5f} | "
-              f"{r['alignment']:>12.5f} ± {r['alignment_se']:.5f} | {r['mean_q']:>9.3f}")
+def load_tokenizer(path):
+    """A model directory's tokenizer; without a padding token, EOS pads (every mask in this code says what is real)."""
+    from transformers import AutoTokenizer
+    if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ValueError(f"{path} is not a model directory: no such folder (and no model hub is reachable: "
+                         "HF_HUB_OFFLINE=1)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{path} is not a model directory: it has no config.json")
+    if os.path.isdir(path) and not any(n.endswith((".safetensors", ".bin")) for n in os.listdir(path)):
+        raise ValueError(f"{path} has a config.json but no weights (*.safetensors or *.bin)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:   # transformers raises many kinds here (OSError, ValueError, TypeError, ...)
+        raise ValueError(f"{path} has no tokenizer that AutoTokenizer can load ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer of {path} has no EOS token, so a response could never end")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Verifiers: a causal-LM backbone with a scalar head on the last hidden state of each step (section 4.2)
+# Device, random streams, files
 
-def prover_k(cfg):
-    """`--prover boK` -> K (mu = BoK(pi), derived from the Q^pi verifier); `--prover DIR` -> None (a policy of its own)."""
-    p = cfg.prover
-    if p.lower().startswith("bo") and p[2:].isdigit() and int(p[2:]) > 0:
-        return int(p[2:])
-    if os.path.isfile(os.path.join(p, "config.json")):
+def pick_device():
+    """cuda, then mps, then cpu. Weights stay fp32; on CUDA the forward passes run under bf16 autocast."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    if torch.backends.mps.is_available():
+        return torch.device("mps"), torch.float32
+    return torch.device("cpu"), torch.float32
+
+
+def autocast(device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+# Every use of randomness draws from a stream of its own, seeded from (stream, run seed, step) by a hash: no two
+# streams share a seed, what one stream draws does not shift another (the labels are the same whether the policy was
+# just built or loaded from disk), and a resumed run draws what an uninterrupted one did.
+STREAMS = ("policy", "eval", "prover table", "labels", "verifier", "held-out labels", "search", "rl", "rl problems",
+           "rl prover", "rl eval", "pass@n")
+
+
+def stream_seed(stream, seed, step=0):
+    assert stream in STREAMS, f"unknown random stream {stream!r}"
+    return int.from_bytes(hashlib.sha256(f"{stream}/{seed}/{step}".encode()).digest()[:8], "little") >> 1
+
+
+def generator(stream, seed, step=0, device="cpu"):
+    """A torch generator for sampling on `device` (the rollout engine's noise)."""
+    return torch.Generator(device).manual_seed(stream_seed(stream, seed, step))
+
+
+def rng(stream, seed, step=0):
+    """A Python random generator (which problems, which states), seeded by its text: never the same seed as a torch one."""
+    assert stream in STREAMS, f"unknown random stream {stream!r}"
+    return random.Random(f"{stream}/{seed}/{step}")
+
+
+def write_atomic(path, write):
+    """Make the file or directory `path` with `write(tmp)` at a temporary name beside it, then rename it into place: a
+    run killed while writing leaves the previous version or nothing, never a half-written file for a later run."""
+    tmp = f"{path}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)                               # what a killed run left behind
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write(tmp)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def save_json(obj, path):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    write_atomic(path, write)
+
+
+def read_json(path):
+    """A JSON file's contents, or None if it is missing or unreadable (a cache that does not match is rebuilt)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
         return None
-    fail(f"--prover {p!r} is neither boK (K a positive integer, e.g. bo4) nor a directory holding a saved policy")
 
 
-class Verifier(torch.nn.Module):
-    """Predicted Q of every prefix that ends at a step, from the hidden states h_j at the last token of each step j:
-
-        Q_hat(s_h) = sigmoid(v(h_h)) * prod_{j <= h} sigmoid(u(h_j))
-
-    v reads the prefix's value at its last step, as the paper's scoring position does; each u is a step's chance to
-    "survive": a step that sinks the response pulls every later prefix down with it. Both are one linear head on a
-    causal model, so every prefix of a response is still scored in one forward pass. The product is no restriction
-    (u large gives the plain head sigmoid(v(h_h))), but it makes "some earlier step was wrong" one term to learn
-    instead of an AND over steps that attention must find.
-
-    The causal model is a backbone `lm` (the policy's copy, or `--verifier-model`) with `top_layers` fresh Llama
-    decoder layers on its last hidden states (`top`), where the verifier learns to compare what the backbone
-    predicted with what was written (see `train_verifier`)."""
-
-    def __init__(self, lm, top_layers=0, top=None):
-        super().__init__()
-        self.lm = lm                                                      # any causal LM; its LM head is unused
-        config = lm.config.get_text_config()
-        if top is None and top_layers > 0:
-            top = LlamaModel(LlamaConfig(vocab_size=1, hidden_size=config.hidden_size, num_hidden_layers=top_layers,
-                                         intermediate_size=2 * config.hidden_size,
-                                         num_attention_heads=config.num_attention_heads,
-                                         max_position_embeddings=config.max_position_embeddings,
-                                         bos_token_id=None, eos_token_id=None, pad_token_id=None))
-        self.top = top
-        # Each token's log-probability under the backbone enters the top layers as one more input direction: how
-        # surprised the backbone was by what was written (on `arith` a wrong result digit has log-probability near
-        # log(0.35 / 9) under the policy, a right one near log(0.65)). Measured on `arith`: held-out PQM MAE 0.062
-        # and PAV advantage correlation 0.83 with it, 0.153 and 0.44 without (README).
-        self.surprise = torch.nn.Linear(1, config.hidden_size, bias=False)
-        torch.nn.init.normal_(self.surprise.weight, std=0.1)
-        # A random (not zero) head: with a zero head the backbone gets no gradient at first, and on `arith` training
-        # then stalls at a constant prediction (measured: line-correctness accuracy 47% with zeros, 88% without).
-        self.head = torch.nn.Linear(config.hidden_size, 2)                # v and u
-        with torch.no_grad():
-            self.head.bias[1] = SURVIVE_BIAS
-
-    def features(self, ids, mask):
-        """What the backbone gives the top layers: its last hidden states and, as one more channel, the log-probability
-        of each token given the tokens before it (0 for the first): (B, L, D+1) in fp32."""
-        out = self.lm(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
-        logp = out.logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])   # (B, L-1, 1)
-        return torch.cat([out.hidden_states[-1].float(), F.pad(logp, (0, 0, 1, 0))], -1)
-
-    def forward(self, ids, mask, pos, pos_mask, f=None):
-        """Logits of Q_hat (B, H+1) at the positions `pos` (B, H+1), valid where `pos_mask` (B, H+1). `f` (B, L, D+1):
-        the backbone's features if already computed (a frozen backbone's, cached by `train_verifier`)."""
-        f = self.features(ids, mask) if f is None else f
-        h = f[..., :-1] + self.surprise(f[..., -1:])                      # (B, L, D)
-        if self.top is not None:
-            h = self.top(inputs_embeds=h, attention_mask=mask, use_cache=False).last_hidden_state
-        h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))       # (B, H+1, D)
-        v, u = self.head(h.float()).unbind(-1)                            # (B, H+1) each
-        log_q = F.logsigmoid(v) + torch.cumsum(F.logsigmoid(u) * pos_mask, 1)
-        log_q = log_q.clamp(max=-1e-6)                                    # q < 1, so that log(1 - q) is finite
-        return log_q - torch.log(-torch.expm1(log_q))                     # logit(q) = log q - log(1 - q)
-
-    def save(self, path):
-        def save(tmp):
-            self.lm.save_pretrained(tmp)
-            if self.top is not None:
-                self.top.save_pretrained(os.path.join(tmp, "top"))
-            torch.save({"head": self.head.state_dict(), "surprise": self.surprise.state_dict()}, os.path.join(tmp, "head.pt"))
-        write_atomic(path, save)
-
-    @classmethod
-    def load(cls, path, device):
-        top = os.path.join(path, "top")
-        v = cls(load_lm(path), top=LlamaModel.from_pretrained(top) if os.path.isdir(top) else None)
-        saved = load_tensors(os.path.join(path, "head.pt"), f"delete {path} and it is trained again")
-        v.head.load_state_dict(saved["head"])
-        v.surprise.load_state_dict(saved["surprise"])
-        return v.to(device).eval()
+def save_png(fig, path):
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
-SURVIVE_BIAS = 4.0   # sigmoid(4) = 0.98: at the start every step survives, and the verifier is the plain head
-
-
-def score_rows(tokenizer, prompts, responses, table):
-    """Right-padded prompt + response rows (B, L), their mask (B, L), and the positions (B, H+1) at which the prefix
-    values are read: the last prompt token (the bare problem, h = 0), then the last token of each step."""
-    rows, positions = [], []
-    for p, y in zip(prompts, responses):
-        rows.append(p + y)
-        positions.append([len(p) + c - 1 for c in step_cuts(y, table)] if y else [len(p) - 1])
-    L, H = max(len(r) for r in rows), max(len(q) for q in positions)
-    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)          # (B, L)
-    mask = torch.zeros(len(rows), L, dtype=torch.long)                                   # (B, L)
-    pos = torch.zeros(len(rows), H, dtype=torch.long)                                    # (B, H+1)
-    pos_mask = torch.zeros(len(rows), H, dtype=torch.bool)                               # (B, H+1)
-    for i, (r, q) in enumerate(zip(rows, positions)):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-        pos[i, :len(q)], pos_mask[i, :len(q)] = torch.tensor(q), True
-    return ids, mask, pos, pos_mask
-
-
-@torch.no_grad()
-def predict_q(verifier, tokenizer, prompts, responses, table, batch=256):
-    """Predicted Q of every prefix of each response: (B, H+1) with a mask (B, H+1). One forward pass per response."""
-    device = next(verifier.parameters()).device
-    ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)
-    out = torch.zeros(pos.shape)
-    for i in range(0, len(ids), batch):
-        part = [t[i:i + batch].to(device) for t in (ids, mask, pos, pos_mask)]
-        with autocast(device):
-            logits = verifier(*part)                                      # (b, H+1)
-        out[i:i + batch] = torch.sigmoid(logits.float()).cpu()
-    return out * pos_mask, pos_mask
-
-
-class PAV:
-    """The helpers that search and RL call: per-step Q_hat^pi, Q_hat^mu, A_hat^mu and the effective reward."""
-
-    def __init__(self, pqm, tokenizer, table, k=None, q_mu=None, batch=256):
-        assert (k is None) != (q_mu is None), "a prover is BoK(pi) or a verifier of its own"
-        self.pqm, self.tokenizer, self.table, self.k, self.q_mu, self.batch = pqm, tokenizer, table, k, q_mu, batch
-
-    def score(self, prompts, responses):
-        """Returns q_pi (B, H+1), q_mu (B, H+1), a_mu (B, H), and the masks (B, H+1), (B, H)."""
-        q_pi, m = predict_q(self.pqm, self.tokenizer, prompts, responses, self.table, self.batch)
-        if self.k is not None:
-            q_mu = bok_closed(q_pi, self.k) * m                  # Q^{BoK} = 1 - (1 - Q^pi)^K from the PQM
-        else:
-            q_mu, _ = predict_q(self.q_mu, self.tokenizer, prompts, responses, self.table, self.batch)
-        return q_pi, q_mu, advantages(q_mu) * m[:, 1:], m, m[:, 1:]
-
-
-def effective_reward(q_pi, a_mu, alpha):
-    # Eq. 5: the effective reward of step h is Q^pi(s_h, a_h) + alpha * A^mu(s_h, a_h)
-    return q_pi[:, 1:] + alpha * a_mu                                     # (B, H)
-
-
-def balanced_weights(labels):
-    """Per-prefix loss weights (mean 1) that give the buckets Q_hat < 0.5 and Q_hat >= 0.5 equal total weight: the
-    expected loss of class-balanced sampling, while every prefix of a response is still scored in its one pass."""
-    high = labels >= 0.5
-    n_high, n_low = int(high.sum()), int((~high).sum())
-    if n_high == 0 or n_low == 0:
-        return torch.ones_like(labels)
-    return torch.where(high, 0.5 / n_high, 0.5 / n_low) * len(labels)
-
-
-def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, table, cfg, desc):
-    """Binary cross-entropy of Q_hat against soft labels (R, H+1), never rounded, where `labelled` (R, H+1).
-
-    A step takes `verifier_batch` responses and scores all their labelled prefixes in one pass. With `--balance`
-    each prefix is weighted by `balanced_weights`, so that Q_hat < 0.5 and Q_hat >= 0.5 count equally (appendix D).
-    The top layers and the head train at `--verifier-head-lr`, the backbone at `--verifier-lr`; at 0 it is frozen,
-    and its features are computed once for all responses instead of at every step.
-    """
-    device = next(verifier.parameters()).device
-    ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)   # (R, L), (R, L), (R, H+1) x 2
-    H = pos.shape[1]
-    labels, labelled = labels[:, :H].float(), pos_mask & labelled[:, :H]
-    weight = torch.zeros(labelled.shape)                                   # (R, H+1), 0 where unlabelled
-    weight[labelled] = balanced_weights(labels[labelled]) if cfg.balance else 1.0
-    top = [p for m in (verifier.top, verifier.surprise, verifier.head) if m is not None for p in m.parameters()]
-    groups = [{"params": top, "lr": cfg.verifier_head_lr}]
-    frozen = cfg.verifier_lr == 0
-    if frozen:
-        verifier.lm.requires_grad_(False)
-        D = verifier.lm.config.get_text_config().hidden_size
-        # (R, L, D+1) on the CPU, if that is not too much memory; else recomputed (without gradients) at every step
-        cached = ids.numel() * (D + 1) * 4 <= STATE_CACHE_BYTES
-        features = backbone_features(verifier, ids, mask, cfg, "cpu") if cached else None
-    else:
-        groups.append({"params": verifier.lm.parameters(), "lr": cfg.verifier_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) *
-                                              0.5 * (1 + math.cos(math.pi * i / cfg.verifier_steps)))
-    g = generator("verifier", cfg.seed)                                  # which responses each step trains on
-    verifier.train()
-    bar = tqdm(range(cfg.verifier_steps), desc=desc, leave=False)
-    for step in bar:
-        rows = torch.randint(len(ids), (cfg.verifier_batch,), generator=g)   # (b,) responses
-        W, total = weight[rows].sum().clamp_min(1e-8), 0.0
-        for part in micro_batches(len(rows), cfg.micro_batch_size):
-            r = rows[part]
-            L = int(pos[r].max()) + 1
-            f = None                                                      # a trained backbone runs in the pass
-            if frozen:
-                f = (features[r, :L].to(device) if cached else
-                     backbone_features(verifier, ids[r, :L], mask[r, :L], cfg, device))
-            with autocast(device):
-                pred = verifier(*(t.to(device) for t in (ids[r, :L], mask[r, :L], pos[r], pos_mask[r])), f=f)
-            w = weight[r].to(device)                                      # (b, H+1), 0 where unlabelled
-            bce = F.binary_cross_entropy_with_logits(pred.float(), labels[r].to(device), reduction="none")
-            loss = (w * bce).sum() / W.to(device)
-            loss.backward()
-            total += loss.item() if step % 25 == 0 else 0.0
-        update(verifier, opt, sched)
-        if step % 25 == 0:
-            bar.set_postfix(bce=f"{total:.4f}")
-    verifier.lm.requires_grad_(True)
-    return verifier.eval()
-
-
-def explained_signal(pred, counts, n):
-    """How much of what its Monte Carlo labels say a verifier has learned: the share of the variance of the true Q
-    that its predictions capture, R^2 = 1 - E[(pred - Q)^2] / Var(Q), over labelled prefixes. Q is unknown, but the
-    labels y = c / n (c of n rollouts succeed) are Q plus binomial noise of variance Q (1 - Q) / n, for which
-    y (1 - y) / (n - 1) is unbiased. So Var(Q) = Var(y) - noise and E[(pred - Q)^2] = E[(pred - y)^2] - noise.
-
-    pred, counts: (P,) over the labelled prefixes. Returns (R^2, std of Q); R^2 near 0: the verifier predicts little
-    more than the mean label. nan when n < 2 (the noise cannot be told apart) or the labels carry no signal."""
-    if n < 2:
-        return math.nan, math.nan
-    y = counts.float() / n
-    noise = (y * (1 - y)).mean() / (n - 1)                               # E[Q (1 - Q) / n]
-    signal = y.var(unbiased=False) - noise                                # Var(Q)
-    if signal <= 0:
-        return math.nan, 0.0
-    return float(1 - (((pred - y) ** 2).mean() - noise) / signal), float(signal.sqrt())
-
-
-FIT_WARNING = 0.25   # on arith: 0.74 at the defaults; 0.03 with p_err 0.6 and 0.02-0.08 with 8 operations, where
-                     # successes are rare (README, 'When successes are rare')
-
-
-def check_fit(verifier, name, tokenizer, prompts, responses, counts, labelled, n, table, batch=256, rows=2048):
-    """Print `explained_signal` of a trained verifier on (up to `rows` of) its own training responses, and a warning
-    when it has learned little. That happened on arith where successes were rare, yet PAV-RL with such a PQM ranged
-    from no gain over ORM-RL to a large one (README), so this only warns."""
-    q, m = predict_q(verifier, tokenizer, prompts[:rows], responses[:rows], table, batch)   # (R, H+1) x 2
-    keep = labelled[:rows, :q.shape[1]] & m
-    r2, sd = explained_signal(q[keep], counts[:rows, :q.shape[1]][keep], n)
-    if math.isnan(r2):
-        print(f"  {name} fit: not measured (it needs --n-mc 2 or more, and labels that vary beyond their noise)")
-        return r2
-    print(f"  {name} fit: it explains {r2:.0%} of the variance of Q in its training labels, Monte Carlo noise "
-          f"removed (std of Q {sd:.3f})")
-    if r2 < FIT_WARNING:
-        print(f"  warning: the {name} has learned little of its labels, so its advantages may be mostly noise "
-              "(README: 'When successes are rare')")
-    return r2
-
-
-STATE_CACHE_BYTES = 2 ** 31   # a frozen backbone's features are cached when they take at most 2 GB as fp32
-
-
-@torch.no_grad()
-def backbone_features(verifier, ids, mask, cfg, to):
-    """The (frozen) backbone's `Verifier.features` of all rows (R, L, D+1) as fp32 on device `to`, in micro-batches."""
-    device = next(verifier.parameters()).device
-    with autocast(device):
-        return torch.cat([verifier.features(ids[part].to(device), mask[part].to(device)).to(to)
-                          for part in micro_batches(len(ids), cfg.micro_batch_size or 256)])
-
-
-def seed_rollouts(model, task, tokenizer, problems, n_seeds, cfg, g):
-    """n_seeds responses from pi per problem: (problem index, prompt ids, response) lists."""
-    index = [i for i in range(len(problems)) for _ in range(n_seeds)]
-    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in index], 1, cfg, generator=g)
-    return index, [prompt_ids(tokenizer, problems[i]) for i in index], responses
-
-
-def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cfg, g, first_pit=False, desc="labels"):
-    """n_mc rollouts under `prover` from every prefix of each response: success counts (R, H+1) and a mask.
-
-    first_pit: label depth by depth and stop a response at its first prefix with Q_hat = 0 (a 'pit'); what follows a
-    pit carries no information about where the response went wrong, so its budget is not spent.
-    """
-    table = data.step_end_table(tokenizer, task.delimiter)
-    cuts = [step_cuts(y, table) for y in responses]
-    H = max(len(c) for c in cuts)
-    counts, labelled = torch.zeros(len(responses), H), torch.zeros(len(responses), H, dtype=torch.bool)
-    alive = [True] * len(responses)
-    for h in tqdm(range(H), desc=desc, leave=False):   # depth by depth: every response's h-th prefix in one batch
-        todo = [r for r in range(len(responses)) if h < len(cuts[r]) and alive[r]]
-        c = mc_successes(prover, task, tokenizer, problems, [(index[r], responses[r][:cuts[r][h]]) for r in todo],
-                         n_mc, cfg, generator=g)
-        counts[todo, h], labelled[todo, h] = c, True
-        if first_pit:
-            for r, k in zip(todo, c.tolist()):
-                alive[r] = k > 0
-    return counts, labelled
-
-
-def verifier_backbone(cfg):
-    """The directory the verifiers start from (`--verifier-model`), or "" for the policy's own copy."""
-    if cfg.verifier_model != "clean":
-        return cfg.verifier_model
-    path = os.path.join(seed_dir(cfg), "policy", "clean")
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        fail(f"--verifier-model clean: {path} is missing; the cached policy was built before its clean warm start was "
-             f"kept: delete {os.path.dirname(path)} to rebuild it")
-    return path
-
-
-def verifier_settings(task, cfg):
-    keys = ("n_problems", "n_cov", "n_mc", "first_pit", "verifier_steps", "verifier_batch", "verifier_lr", "prover",
-            "temperature", "verifier_layers", "verifier_head_lr", "balance")
-    # every BoK(pi) prover is derived from the same Q^pi verifier: K does not change what is trained
-    backbone = verifier_backbone(cfg)
-    name = "clean" if cfg.verifier_model == "clean" else os.path.abspath(backbone)   # the run's own, wherever it is
-    extra = {"verifier_model": name, "verifier_model_files": model_fingerprint(backbone)} if backbone else {}
-    return {**policy_settings(task, cfg), "verifier_version": 2, **{k: getattr(cfg, k) for k in keys}, **extra,
-            "prover": "bok" if prover_k(cfg) else os.path.abspath(cfg.prover)}
-
-
-def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=None):
-    """ORM, PQM (Q^pi) and, for a policy prover, its Q^mu verifier; cached under runs/<task>/verifiers/<settings>/.
-    The directory name is a hash of every setting they depend on, so changed settings never reuse stale ones.
-    `names`: the verifiers the caller needs (default: all). Only missing ones are trained, from Monte Carlo labels that
-    are cached beside them (`labels.pt`), so a later caller that needs another verifier does not collect them again."""
-    settings = verifier_settings(task, cfg)
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
-    path = os.path.join(seed_dir(cfg), "verifiers", key)
-    names = names or ["orm", "pqm"] + ([] if prover_k(cfg) else ["q_mu"])
-    missing = [n for n in names if not os.path.exists(os.path.join(path, n, "head.pt"))]
-    verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
-    if not missing:
-        print(f"loading verifiers from {path}")
-        return verifiers, path
-    print(f"training verifiers {', '.join(missing)} (cached in {path})")
-    t0 = time.time()
-    problems = task.problems(cfg.n_problems, rng("labels", cfg.seed))
-    g = generator("labels", cfg.seed, device=device)   # the labels' own stream: the same whatever ran before them
-    labels_path = os.path.join(path, "labels.pt")
-    if os.path.exists(labels_path):
-        print(f"  loading the labels from {labels_path}")
-        saved = load_tensors(labels_path, "delete it and the labels are drawn again")
-        index, responses, counts, labelled = (saved[k] for k in ("index", "responses", "counts", "labelled"))
-    else:
-        index, _, responses = seed_rollouts(model, task, tokenizer, problems, cfg.n_cov, cfg, g)
-        counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, g,
-                                          cfg.first_pit, desc="labels under pi")
-        write_atomic(labels_path, lambda tmp: torch.save({"index": index, "responses": responses, "counts": counts,
-                                                          "labelled": labelled}, tmp))
-    prompts = [prompt_ids(tokenizer, problems[i]) for i in index]
-    print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
-    table = data.step_end_table(tokenizer, task.delimiter)
-    soft = counts / cfg.n_mc                                               # soft labels in [0, 1], never rounded
-    # The ORM sees only the outcome of each complete response, at its last position.
-    R, ends = len(responses), torch.tensor([len(step_cuts(y, table)) - 1 for y in responses])
-    last = torch.zeros(R, counts.shape[1], dtype=torch.bool)
-    last[torch.arange(R), ends] = True
-    outcomes = torch.tensor([outcome(task, tokenizer, problems[i], y) for i, y in zip(index, responses)])
-    def backbone():   # the policy's copy, or --verifier-model
-        lm = load_lm(verifier_backbone(cfg)) if cfg.verifier_model else copy.deepcopy(model)
-        return Verifier(lm, cfg.verifier_layers).to(device)
-    for name, labels, mask in [("orm", outcomes[:, None] * last, last), ("pqm", soft, labelled)]:
-        if name in missing:
-            torch.manual_seed(stream_seed("verifier", cfg.seed))       # the fresh layers' initial weights
-            verifiers[name] = train_verifier(backbone(), tokenizer, prompts, responses, labels, mask, table, cfg, desc=name)
-    if "pqm" in missing:
-        check_fit(verifiers["pqm"], "PQM", tokenizer, prompts, responses, counts, labelled, cfg.n_mc, table,
-                  cfg.micro_batch_size or 256)
-    if "q_mu" in missing:   # a prover with a policy of its own: its Monte Carlo labels train its own Q^mu head
-        mu = load_lm(cfg.prover, device)
-        counts_mu, labelled_mu = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, g,
-                                                desc="labels under mu")
-        torch.manual_seed(stream_seed("verifier", cfg.seed))
-        verifiers["q_mu"] = train_verifier(backbone(), tokenizer, prompts, responses, counts_mu / cfg.n_mc,
-                                           labelled_mu, table, cfg, desc="q_mu")
-        check_fit(verifiers["q_mu"], "Q^mu verifier", tokenizer, prompts, responses, counts_mu, labelled_mu, cfg.n_mc,
-                  table, cfg.micro_batch_size or 256)
-    for name in missing:
-        verifiers[name].save(os.path.join(path, name))
-    save_json(settings, os.path.join(path, "settings.json"))
-    print(f"  verifiers trained in {time.time() - t0:.0f}s")
-    return verifiers, path
-
-
-def make_pav(verifiers, tokenizer, task, cfg):
-    table = data.step_end_table(tokenizer, task.delimiter)
-    return PAV(verifiers["pqm"], tokenizer, table, k=prover_k(cfg), q_mu=verifiers.get("q_mu"),
-               batch=cfg.micro_batch_size or 256)
-
-
-def pearson(x, y):
-    x, y = x - x.mean(), y - y.mean()
-    return float((x * y).sum() / (x.norm() * y.norm()).clamp_min(1e-12))
-
-
-def verifier_report(model, verifiers, task, tokenizer, cfg, device):
-    """Each verifier against Monte Carlo labels (eval_mc rollouts per prefix) on held-out problems."""
-    problems = task.problems(cfg.eval_verifier_problems, rng("held-out labels", cfg.seed), split="test")
-    g = generator("held-out labels", cfg.seed, device=device)
-    # The held-out labels depend only on the policy and these sizes: computed once, then read from disk.
-    settings = {**policy_settings(task, cfg), "problems": cfg.eval_verifier_problems, "eval_mc": cfg.eval_mc,
-                "temperature": cfg.temperature, **({"eval_data": task.files["eval_data"]} if cfg.data else {})}
-    path = os.path.join(seed_dir(cfg), "held_out_labels.pt")
-    cached = load_tensors(path, "delete it and the held-out labels are drawn again") if os.path.exists(path) else None
-    if cached is not None and cached["settings"] == settings:
-        index, prompts, responses, counts, m = (cached[k] for k in ("index", "prompts", "responses", "counts", "m"))
-    else:
-        index, prompts, responses = seed_rollouts(model, task, tokenizer, problems, 1, cfg, g)
-        counts, m = collect_labels(model, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg, g,
-                                   desc="held-out labels")
-        write_atomic(path, lambda tmp: torch.save({"settings": settings, "index": index, "prompts": prompts,
-                                                   "responses": responses, "counts": counts, "m": m}, tmp))
-    q_mc = counts / cfg.eval_mc                                           # (R, H+1) Monte Carlo Q^pi
-    K = prover_k(cfg)
-    if K is not None:
-        mu_mc = bok_unbiased(counts, cfg.eval_mc, K)                      # (R, H+1) Monte Carlo Q^{BoK}
-    else:
-        mu = load_lm(cfg.prover, device)
-        mu_mc = collect_labels(mu, task, tokenizer, problems, index, responses, cfg.eval_mc, cfg, g,
-                               desc="held-out labels under mu")[0] / cfg.eval_mc
-    pav = make_pav(verifiers, tokenizer, task, cfg)
-    q_pi, q_mu, a_mu, m_pred, m_adv = pav.score(prompts, responses)
-    q_orm = predict_q(verifiers["orm"], tokenizer, prompts, responses, pav.table, pav.batch)[0]
-    m, m_adv = m & m_pred, (m & m_pred)[:, 1:] & (m & m_pred)[:, :-1]
-
-    def metrics(pred, label):
-        p, y = pred[m].clamp(1e-6, 1 - 1e-6), label[m]
-        return {"bce": float(F.binary_cross_entropy(p, y)), "mae": float((p - y).abs().mean()),
-                "adv_corr": pearson(advantages(pred)[m_adv], advantages(label)[m_adv])}
-
-    report = {"orm": metrics(q_orm, q_mc), "pqm": metrics(q_pi, q_mc), "pav": metrics(q_mu, mu_mc)}
-    # Outcome prediction by step depth (Fig. 10): the score of step h against the response's final outcome.
-    last = m.long().cumsum(1).argmax(1)
-    outcome_z = q_mc[torch.arange(len(q_mc)), last]                      # exact: a complete response is not rolled out
-    eff = effective_reward(q_pi, a_mu, cfg.alpha).clamp(0, 1)             # (R, H)
-    by_depth = {"depth": [], "q_pi": [], "effective": [], "n": []}
-    for h in range(1, m.shape[1]):
-        rows = m[:, h]
-        if rows.sum() < 8:
-            continue
-        by_depth["depth"].append(h)
-        by_depth["n"].append(int(rows.sum()))
-        by_depth["q_pi"].append(float(((q_pi[rows, h] - outcome_z[rows]) ** 2).mean()))
-        by_depth["effective"].append(float(((eff[rows, h - 1] - outcome_z[rows]) ** 2).mean()))
-    report["outcome_error_by_depth"] = by_depth
-    report["pqm_mae"], report["pav_adv_corr"] = report["pqm"]["mae"], report["pav"]["adv_corr"]
-    report["held_out"] = {"problems": len(problems), "prefixes": int(m.sum()), "rollouts_per_prefix": cfg.eval_mc}
-    return report
-
-
-def plot_outcome_error(by_depth, alpha, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(by_depth["depth"], by_depth["q_pi"], "o-", label=r"$\hat Q^\pi$ alone")
-    ax.plot(by_depth["depth"], by_depth["effective"], "s-", label=rf"$\hat Q^\pi + {alpha:g}\,\hat A^\mu$")
-    ax.set_xlabel("step depth h")
-    ax.set_ylabel("squared error against the final outcome")
-    ax.set_title("Predicting the outcome from step h (cf. Fig. 10)")
-    ax.legend()
-    fig.tight_layout()
-    save_png(fig, path)
-    plt.close(fig)
+def load_tensors(path, fix):
+    """torch.load with weights_only=True, so that a file from elsewhere cannot run code; a corrupt or foreign file is
+    one line that names it and `fix`, what to do about it."""
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception as e:
+        fail(f"{path} cannot be read ({type(e).__name__}); {fix}")
 
 
 # --------------------------------------------------------------------------------------------------------------
 
 def main(argv=None):
-    cfg = parse_config(Config, argv)
-    ks, gammas = check_config(cfg)
+    cfg = parse_config(PavConfig, argv)
+    check_config(cfg)
     device, dtype = pick_device()
     print(f"device {device} | dtype {dtype} | task {cfg.task} | seed {cfg.seed} | out {cfg.out}")
     task = make_task(cfg)
     model, tokenizer = load_or_build_policy(task, cfg, device)
     if cfg.model:
-        memory_estimate(model, task, tokenizer, cfg, device, cfg.verifier_batch)
+        memory_estimate(model, task, tokenizer, cfg, device, VERIFIER_BATCH)
+    if cfg.explain:
+        explain(model, load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("pqm",)), task, tokenizer,
+                cfg, device)
+        print(f"saved {os.path.join(cfg.out, 'explain.png')}")
+        return
     problems = eval_problems(task, cfg)
     acc = accuracy(model, task, tokenizer, problems, cfg, generator=generator("eval", cfg.seed, device=device))
     print(f"base policy accuracy on {len(problems)} held-out problems: {acc:.3f}")
     t0 = time.time()
-    rows = prover_table(model, task, tokenizer, cfg, ks, gammas)
-    print(f"prover table ({cfg.n_states} states x {cfg.n_actions} actions x {cfg.table_mc} rollouts, "
+    rows = prover_table(model, task, tokenizer, cfg)
+    print(f"prover table ({TABLE_STATES} states x {TABLE_ACTIONS} actions x {TABLE_MC} rollouts, "
           f"{time.time() - t0:.0f}s); mean ± standard error over states:")
-    print_table(rows)
-    report = {"task": cfg.task, "base_accuracy": acc, "eval_samples": len(problems), "provers": rows,
-              "config": dataclasses.asdict(cfg)}
-    path = os.path.join(cfg.out, "provers.json")
-    save_json(report, path)
-    print(f"saved {path}")
+    print(f"{'prover':>12} | {'distinguishability':>22} | {'alignment':>22} | {'mean Q^mu':>9}")
+    for r in rows:
+        print(f"{r['prover']:>12} | {r['distinguishability']:>12.5f} ± {r['distinguishability_se']:.5f} | "
+              f"{r['alignment']:>12.5f} ± {r['alignment_se']:.5f} | {r['mean_q']:>9.3f}")
+    save_json({"task": cfg.task, "base_accuracy": acc, "eval_samples": len(problems), "provers": rows,
+               "config": dataclasses.asdict(cfg)}, os.path.join(cfg.out, "provers.json"))
 
-    verifiers, vpath = load_or_train_verifiers(model, task, tokenizer, cfg, device)
+    verifiers = load_or_train_verifiers(model, task, tokenizer, cfg, device)
     report = verifier_report(model, verifiers, task, tokenizer, cfg, device)
-    print(f"verifiers on {report['held_out']['prefixes']} held-out prefixes ({cfg.eval_mc} rollouts each); "
+    print(f"verifiers on {report['held_out']['prefixes']} held-out prefixes ({REPORT_MC} rollouts each); "
           f"PAV prover {cfg.prover}:")
     print(f"{'verifier':>9} | {'BCE':>7} | {'MAE':>7} | {'adv corr':>8}")
     for name in ("orm", "pqm", "pav"):
@@ -1415,11 +1295,9 @@ def main(argv=None):
     d = report["outcome_error_by_depth"]
     print("outcome error by depth  " + " ".join(f"h={h}: {a:.3f}/{b:.3f}" for h, a, b in
                                                  zip(d["depth"], d["q_pi"], d["effective"])) + "  (Q^pi / effective)")
-    report.update(verifiers=vpath, config=dataclasses.asdict(cfg))
-    path = os.path.join(cfg.out, "verifiers.json")
-    save_json(report, path)
+    save_json({**report, "config": dataclasses.asdict(cfg)}, os.path.join(cfg.out, "verifiers.json"))
     plot_outcome_error(d, cfg.alpha, os.path.join(cfg.out, "outcome_error.png"))
-    print(f"saved {path} and {os.path.join(cfg.out, 'outcome_error.png')}")
+    print(f"saved {os.path.join(cfg.out, 'provers.json')}, verifiers.json and outcome_error.png")
 
 
 if __name__ == "__main__":

@@ -1,48 +1,34 @@
-"""Test-time search with process advantage verifiers: step-level beam search against best-of-N, at matched compute.
+"""Test-time search with process advantage verifiers (section 4.1): step-level beam search scored by the effective
+reward, against best-of-N ranked by an outcome verifier, at counted token cost.
 
-    python search.py --task arith                      # CPU, a few minutes with the policy and verifiers cached
-    python search.py --task planted                    # the paper's toy task (section 3.3)
-    python search.py --provers 1,2,4,8,16,32           # PAV beam search with mu = BoK(pi) for each K (Fig. 5b)
-    python search.py --alphas 0,0.2,0.5,1,2            # pick alpha on a validation split, then run the test table
-    python search.py --diversity                       # Pass@N of each method's candidate pool (Fig. 6a)
-    python search.py --ns 4,8 --oracle-mc 16           # also beam search on Monte Carlo values: the verifier's ceiling
-    (on a GPU the same commands run there: pav.pick_device chooses cuda and bf16 autocast)
+    python search.py                         # CPU: reuses the policy and verifiers of `python rl.py` (or builds them)
+    python search.py --task arith            # the lesson: where best-of-N is at its ceiling, search has no room
+    python search.py --provers 1,2,4,8,16,32 # PAV beam search with mu = BoK(pi) for each K (Fig. 5b)
+    python search.py --alphas 0,0.2,0.5,1,2  # pick alpha on validation problems, then run the table
+    python search.py --model DIR --data train.jsonl --eval-data test.jsonl   # your causal LM on one GPU
 
-What it does, top to bottom (section 4.1 of the paper, ../shared/PAPER.md section 6):
-1. loads (or builds, through pav.py) the base policy pi and the verifiers: the ORM and the PQM (Q^pi), from which
-   the PAV's A^mu of mu = Bo4(pi) is derived;
-2. on held-out problems, for each budget N, runs
-   - best-of-N ranked by the ORM, best-of-N ranked by the PAV's final Q_hat^pi ("PAV as ORM"), Pass@N (the ceiling):
-     one set of N samples per problem shared by the three;
-   - step-level beam search, beam B = N, C = 3 sampled next steps per beam, scored by Q_hat^pi alone ("q_beam") or
-     by the effective reward Q_hat^pi + alpha * A_hat^mu ("pav_beam");
-   counting every sampled token and step;
-3. prints one table (method, N, tokens and steps per problem, accuracy with a 95% Wilson interval), and saves it
-   with the compute-efficiency ratio and the accuracy gap at the largest N to `runs/<task>/search.json`, and the
-   accuracy against sampled tokens (cf. Fig. 4) to `runs/<task>/search.png`; the final beams of two problems per
-   beam-search row, with their scores, go to `runs/<task>/search_samples.txt`.
+On held-out problems, for each budget N: best-of-N ranked by the ORM, best-of-N ranked by the PQM's final Q_hat^pi
+("PAV as ORM") and Pass@N (the ceiling), all on one set of N samples per problem; and beam search with B = N beams and
+C next steps sampled per beam, scored by Q_hat^pi alone ("q_beam") or by the effective reward Q_hat^pi + alpha A_hat^mu
+("pav_beam"). It prints one table (tokens and steps per problem, accuracy with a 95% Wilson interval, and the Pass@N of
+each method's final candidates, Fig. 6a) and saves it with the compute-efficiency ratio and the gap at the largest N
+(runs/<task>/search.json), the accuracy against sampled tokens (search.png, cf. Fig. 4), and the final beams of two
+problems per beam-search row with their scores (search_samples.txt).
 
 Differences from the paper:
-1. The search starts from B copies of the bare problem, so the first depth already samples B * C first steps (the
-   paper says "start from the bare problem"; one root with C children would leave a beam of N = 32 nearly empty on
-   our 5-step responses).
-2. A finished response keeps the score of its last step and competes with the new candidates at every later depth;
-   at equal scores a finished response is kept before an unfinished one, and otherwise the earlier candidate first.
-   Identical candidates stay separate beams unless `--merge`; the paper is silent. On `arith` every line has one right
-   text, so a merged beam holds at most one right prefix, whose C samples must contain the next right line: beam
-   search then stops gaining with N (see the README). Merged duplicates' tokens still count as sampled.
+1. The search starts from B copies of the bare problem, so the first depth already samples B * C first steps (one root
+   with C children would leave a beam of N = 32 nearly empty on our five-step responses).
+2. A finished response keeps the score of its last step and competes with the new candidates at every later depth; at
+   equal scores a finished response is kept first, then the earlier candidate. Identical candidates stay separate
+   beams, as in plain beam search (merging them stalls search on arithmetic, where every line has one right text).
 3. Cost is sampled tokens (and steps) of the policy; the verifiers' forward passes are not counted, as in the paper.
-4. alpha is tuned (with --alphas) on train-split problems drawn with another seed, at one budget (--tune-n),
-   not over the full range of N.
-5. "PAV as ORM" ranks complete responses by the PQM's Q_hat^pi after the last step (for a complete response the
-   prover's advantage adds nothing to choose with).
-6. The compute-efficiency ratio is the tokens ORM best-of-N spends at its best accuracy (its smallest budget that
-   reaches it) over the tokens PAV beam search needs for that accuracy, read off its curve by linear interpolation
-   in log tokens between the two budgets that bracket it; the paper compares at N = 128.
+4. alpha is tuned (with --alphas) on training problems at one budget (TUNE_N), not over the full range of N.
+5. The compute-efficiency ratio is the tokens ORM best-of-N spends at its best accuracy (its smallest budget that
+   reaches it) over the tokens PAV beam search needs for that accuracy, read off its curve by linear interpolation in
+   log tokens between the two budgets that bracket it; the paper compares at N = 128.
 """
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -56,66 +42,125 @@ import data
 import pav
 from pav import arg
 
-# --------------------------------------------------------------------------------------------------------------
-# Config: pav.py's flags (policy, verifiers, alpha, prover) plus the search ones
-
 
 @dataclass
 class SearchConfig(pav.Config):
-    ns: str = arg("2,4,8,16,32", "budgets N: samples of best-of-N and beam width of beam search")
-    expand: int = arg(3, "C: next steps sampled from each beam at every depth")
-    beam_width: str = arg("n", "beam width B: n means B = N (the paper), or a fixed positive integer")
-    merge: bool = arg(False, "merge identical candidates of a problem into one beam, so that the beam holds B distinct "
-                             "prefixes; off: copies are beams of their own, as in plain beam search")
-    search_problems: int = arg(128, "held-out (test-split) problems of the table")
-    alphas: str = arg("", "if set (e.g. 0,0.2,0.5,1,2): pick alpha among these on a validation split; else --alpha")
-    val_problems: int = arg(128, "validation problems for --alphas (train split, another seed than any other stage)")
-    tune_n: int = arg(8, "the budget N at which --alphas are compared")
+    ns: str = arg("2,4,8,16,32", "budgets N: samples of best-of-N, beams of beam search")
+    expand: int = arg(3, "C: next steps sampled from each beam at every depth", "positive")
+    search_problems: int = arg(128, "held-out problems of the table", "positive")
+    alphas: str = arg("", "if set (e.g. 0,0.2,0.5,1,2): pick alpha among these on validation problems; else --alpha")
     provers: str = arg("", "if set (e.g. 1,2,4,8,16,32): PAV beam search at the largest N with mu = BoK(pi) per K")
-    diversity: bool = arg(False, "also report Pass@N of each method's candidate pool (Fig. 6a)")
-    oracle_mc: int = arg(0, "if > 0: also both beam searches scored by Monte Carlo values from this many rollouts per "
-                            "candidate instead of the learned verifier (near-oracle, slow: use a short --ns)")
 
 
-def float_list(text, name):
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        pav.fail(f"--{name} must be a comma-separated list of numbers, got {text!r}")
+TUNE_N, TUNE_PROBLEMS = 8, 128   # --alphas: the budget and the number of (training) problems they are compared on
 
 
 def check(cfg):
     """Reject nonsense before any work; returns the budgets, the alphas to try and the provers K to sweep."""
     pav.check_config(cfg)
-    ns = pav.int_list(cfg.ns, "ns")
-    for a in [cfg.alpha] + (float_list(cfg.alphas, "alphas") if cfg.alphas else []):
-        if not (math.isfinite(a) and 0 <= a <= 10):
-            pav.fail(f"alpha must be in [0, 10], got {a}")
-    if cfg.beam_width != "n":
-        try:
-            width = int(cfg.beam_width)
-        except ValueError:
-            pav.fail(f"--beam-width must be n or a positive integer, got {cfg.beam_width!r}")
-        if width < 1:
-            pav.fail(f"--beam-width must be at least 1, got {width}")
-    for name in ("expand", "search_problems", "val_problems", "tune_n"):
-        if getattr(cfg, name) <= 0:
-            pav.fail(f"--{name.replace('_', '-')} must be positive, got {getattr(cfg, name)}")
-    alphas = float_list(cfg.alphas, "alphas") if cfg.alphas else []
-    provers = pav.int_list(cfg.provers, "provers") if cfg.provers else []
-    if cfg.oracle_mc < 0 or (cfg.oracle_mc and (pav.prover_k(cfg) is None or cfg.oracle_mc < pav.prover_k(cfg))):
-        pav.fail(f"--oracle-mc must be 0 or at least K of a BoK prover, got {cfg.oracle_mc} for {cfg.prover}")
-    if provers and pav.prover_k(cfg) is None:
-        pav.fail("--provers sweeps BoK(pi) provers; it needs --prover boK, not a policy directory")
-    return sorted(set(ns)), alphas, provers
-
-
-def width_for(cfg, n):
-    return n if cfg.beam_width == "n" else int(cfg.beam_width)
+    ns = sorted(set(pav.int_list(cfg.ns, "ns")))
+    try:
+        alphas = [float(a) for a in cfg.alphas.split(",")] if cfg.alphas else []
+    except ValueError:
+        pav.fail(f"--alphas must be a comma-separated list of numbers, got {cfg.alphas!r}")
+    if any(not (math.isfinite(a) and 0 <= a <= 10) for a in alphas):
+        pav.fail(f"--alphas must be in [0, 10], got {cfg.alphas!r}")
+    return ns, alphas, pav.int_list(cfg.provers, "provers") if cfg.provers else []
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Best-of-N and Pass@N: one set of N samples per problem, ranked three ways
+# Step-level beam search (section 4.1): the core takes its step sampler and its scorer as functions
+
+@dataclass
+class Beam:
+    response: list   # token ids after the prompt
+    score: float     # search score of its newest step
+    q: float         # Q_hat^pi of the prefix, which picks the final answer
+    done: bool       # a complete response: never extended again
+
+
+def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth, merge=False):
+    """Beam search over steps for all problems at once.
+
+    sample_steps(rows, C) -> for each (problem, prefix) row, C sampled next steps (token lists);
+    score(rows) -> (search score, Q_hat^pi) of each (problem, prefix) row, two (R,) tensors;
+    done(problem, prefix) -> whether the prefix is a complete response.
+    Every depth: each unfinished beam samples C next steps (all beams of all problems in one call), the candidates join
+    the finished responses of the pool, and the top `width` by score stay. Identical candidates are beams of their own
+    (plain beam search), or one candidate with `merge` (beam search over distinct prefixes, which the tests compare with
+    brute force). Returns each problem's final pool (best first), answer (the finished beam with the highest
+    Q_hat^pi), and sampled tokens and steps.
+    """
+    pool = [[Beam([], 0.0, 0.0, False) for _ in range(width)] for _ in range(n_problems)]   # B copies of the problem
+    tokens, steps = [0] * n_problems, [0] * n_problems
+    for depth in range(max_depth):
+        open_ = [(i, b.response) for i in range(n_problems) for b in pool[i] if not b.done]
+        if not open_:
+            break
+        children = sample_steps(open_, expand)
+        candidates = [[b for b in beams if b.done] for beams in pool]     # finished responses stay in the running
+        seen = [{tuple(b.response) for b in c} for c in candidates]
+        new = []
+        for (i, y), kids in zip(open_, children):
+            tokens[i] += sum(len(a) for a in kids)
+            steps[i] += len(kids)
+            for a in kids:
+                if not (merge and tuple(y + a) in seen[i]):
+                    seen[i].add(tuple(y + a))
+                    new.append((i, y + a))
+        s, q = score(new)
+        for (i, y), s_i, q_i in zip(new, s.tolist(), q.tolist()):
+            candidates[i].append(Beam(y, s_i, q_i, done(i, y)))
+        # keep the top B by score; at a tie a finished response first, then the earlier candidate (a stable sort)
+        pool = [sorted(c, key=lambda b: (-b.score, not b.done))[:width] for c in candidates]
+    answers = []
+    for beams in pool:
+        finished = [b for b in beams if b.done] or beams                  # (only if max_depth cut the search short)
+        answers.append(max(finished, key=lambda b: b.q))                  # the first at a tie
+    return pool, answers, tokens, steps
+
+
+def pav_scorer(pav_, prompts, alpha):
+    """Score of a candidate = the effective reward of its newest step; alpha = 0 is Q_hat^pi alone."""
+    def score(rows):
+        q_pi, q_mu, a_mu, m, m_adv = pav_.score([prompts[i] for i, _ in rows], [y for _, y in rows])  # (R, H+1)...
+        last = m.sum(1) - 1                                               # (R,) the prefix after the newest step
+        r = torch.arange(len(rows))
+        # Eq. 5: effective reward Q^pi(s_h, a_h) + alpha * A^mu(s_h, a_h) of the newest step h
+        return pav.effective_reward(q_pi, a_mu, alpha)[r, last - 1], q_pi[r, last]        # (R,), (R,)
+    return score
+
+
+def step_sampler(model, task, tokenizer, problems, cfg, table, g):
+    """The rollout engine in one-step mode: C next steps of every (problem, prefix) row, sampled in one batch (in
+    chunks of at most --batch-rows rows, the memory bound)."""
+    ids = pav.special_ids(tokenizer)
+
+    def sample_steps(rows, expand):
+        out, per_call = [], max(1, cfg.batch_rows // expand)
+        for s in range(0, len(rows), per_call):
+            chunk = rows[s:s + per_call]
+            r = pav.sample(model, [pav.prompt_ids(tokenizer, problems[i]) + y for i, y in chunk], n=expand,
+                           max_new_tokens=[task.max_new_tokens - len(y) for _, y in chunk],
+                           temperature=pav.TEMPERATURE, stop_table=table, generator=g, **ids)
+            lengths, new = r.mask.sum(-1).tolist(), r.ids.tolist()        # (R * C,), (R * C, T)
+            steps = [row[:L] for row, L in zip(new, lengths)]
+            out += [steps[k * expand:(k + 1) * expand] for k in range(len(chunk))]
+        return out
+    return sample_steps
+
+
+def run_beam(model, pav_, task, tokenizer, problems, width, alpha, cfg, table):
+    """Beam search on `problems`; every call draws the same sampling noise ("search" stream), whatever ran before."""
+    prompts = [pav.prompt_ids(tokenizer, p) for p in problems]
+    g = pav.generator("search", cfg.seed, device=next(model.parameters()).device)
+    return beam_search(len(problems), step_sampler(model, task, tokenizer, problems, cfg, table, g),
+                       pav_scorer(pav_, prompts, alpha), lambda i, y: pav.is_complete(y, task, tokenizer), width,
+                       cfg.expand, max_depth=task.max_new_tokens)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Best-of-N and Pass@N: one set of N samples per problem, ranked two ways
 
 def sample_best_of_n(model, task, tokenizer, problems, n, cfg, table):
     """n complete responses per problem (a flat list, those of a problem adjacent) and, as (P, n) tensors, each one's
@@ -150,114 +195,6 @@ def pass_at_n(correct, n):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Step-level beam search (section 4.1): the core takes its step sampler and scorer as functions
-
-@dataclass
-class Beam:
-    response: list   # token ids after the prompt
-    score: float     # search score of its newest step
-    q: float         # Q_hat^pi of the prefix, which picks the final answer
-    done: bool       # a complete response: never extended again
-
-
-def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth, merge):
-    """Beam search over steps for all problems at once.
-
-    sample_steps(rows, C) -> for each (problem, prefix) row, C sampled next steps (token lists);
-    score(rows) -> (search score, Q_hat^pi) of each (problem, prefix) row, two (R,) tensors;
-    done(problem, prefix) -> whether the prefix is a complete response.
-    Every depth: each unfinished beam samples C next steps (all beams of all problems in one call), the candidates
-    join the finished responses of the pool, and the top `width` by score stay. With `merge`, identical candidates
-    of a problem are one candidate; without, each copy is a beam of its own and samples its own next steps. Returns
-    each problem's final pool (best first), answer (the finished beam with the highest Q_hat^pi) and sampled tokens
-    and steps.
-    """
-    pool = [[Beam([], 0.0, 0.0, False) for _ in range(width)] for _ in range(n_problems)]   # B copies of the problem
-    tokens, steps = [0] * n_problems, [0] * n_problems
-    for depth in range(max_depth):
-        open_ = [(i, b.response) for i in range(n_problems) for b in pool[i] if not b.done]
-        if not open_:
-            break
-        children = sample_steps(open_, expand)
-        candidates = [[b for b in beams if b.done] for beams in pool]     # finished ones stay
-        seen = [{tuple(b.response) for b in c} for c in candidates]
-        new = []
-        for (i, y), kids in zip(open_, children):
-            tokens[i] += sum(len(a) for a in kids)
-            steps[i] += len(kids)
-            for a in kids:
-                if not (merge and tuple(y + a) in seen[i]):
-                    seen[i].add(tuple(y + a))
-                    new.append((i, y + a))
-        s, q = score(new)
-        for (i, y), s_i, q_i in zip(new, s.tolist(), q.tolist()):
-            candidates[i].append(Beam(y, s_i, q_i, done(i, y)))
-        # keep the top B by score; at a tie a finished response first, then the earlier candidate (a stable sort)
-        pool = [sorted(c, key=lambda b: (-b.score, not b.done))[:width] for c in candidates]
-    answers = []
-    for beams in pool:
-        finished = [b for b in beams if b.done] or beams                  # (only if max_depth cut the search short)
-        answers.append(max(finished, key=lambda b: b.q))                  # the first at a tie
-    return pool, answers, tokens, steps
-
-
-def policy_step_sampler(model, task, tokenizer, problems, cfg, table, g):
-    """The rollout engine in one-step mode: C next steps of every (problem, prefix) row, sampled in one batch (in
-    chunks of at most --batch-rows rows, the memory bound)."""
-    ids = pav.special_ids(tokenizer)
-
-    def sample_steps(rows, expand):
-        out, per_call = [], max(1, cfg.batch_rows // expand)
-        for s in range(0, len(rows), per_call):
-            chunk = rows[s:s + per_call]
-            r = pav.sample(model, [pav.prompt_ids(tokenizer, problems[i]) + y for i, y in chunk], n=expand,
-                           max_new_tokens=[task.max_new_tokens - len(y) for _, y in chunk],
-                           temperature=cfg.temperature, stop_table=table, generator=g, **ids)
-            lengths, new = r.mask.sum(-1).tolist(), r.ids.tolist()        # (R * C,), (R * C, T)
-            steps = [row[:L] for row, L in zip(new, lengths)]
-            out += [steps[k * expand:(k + 1) * expand] for k in range(len(chunk))]
-        return out
-    return sample_steps
-
-
-def pav_scorer(pav_, prompts, alpha):
-    """Score of a candidate = the effective reward of its newest step; alpha = 0 is Q_hat^pi alone."""
-    def score(rows):
-        q_pi, q_mu, a_mu, m, m_adv = pav_.score([prompts[i] for i, _ in rows], [y for _, y in rows])  # (R, H+1)...
-        last = m.sum(1) - 1                                               # (R,) index of the prefix after the newest step
-        r = torch.arange(len(rows))
-        # Eq. 5: effective reward Q^pi(s_h, a_h) + alpha * A^mu(s_h, a_h) of the newest step h
-        effective = pav.effective_reward(q_pi, a_mu, alpha)[r, last - 1]  # (R,)
-        return effective, q_pi[r, last]                                   # (R,), (R,)
-    return score
-
-
-def mc_scorer(model, task, tokenizer, problems, cfg, table, n, k, alpha, g):
-    """The same rule with Monte Carlo values instead of the learned PQM (a near-oracle verifier, slow): Q_hat^pi of a
-    candidate and of its parent from n rollouts of pi each, Q_hat^{BoK} by the unbiased estimator."""
-    def score(rows):
-        parents = [(i, y[:pav.step_cuts(y, table)[-2]]) for i, y in rows]
-        c = pav.mc_successes(model, task, tokenizer, problems, list(rows) + parents, n, cfg, g)   # (2R,)
-        now, before = c[:len(rows)], c[len(rows):]                        # (R,), (R,)
-        # Eq. 2: A^mu(s_h, a_h) = Q^mu(s_h, a_h) - Q^mu(s_{h-1}, a_{h-1}), mu = BoK(pi)
-        a_mu = pav.bok_unbiased(now, n, k) - pav.bok_unbiased(before, n, k)   # (R,)
-        # Eq. 5: Q^pi + alpha * A^mu
-        return now / n + alpha * a_mu, now / n                            # (R,), (R,)
-    return score
-
-
-def run_beam(model, pav_, task, tokenizer, problems, width, alpha, cfg, table, oracle_mc=0):
-    """Beam search on `problems`; every call draws the same sampling noise ("search" stream), whatever ran before."""
-    prompts = [pav.prompt_ids(tokenizer, p) for p in problems]
-    g = pav.generator("search", cfg.seed, device=next(model.parameters()).device)
-    score = (mc_scorer(model, task, tokenizer, problems, cfg, table, oracle_mc, pav_.k, alpha, g) if oracle_mc else
-             pav_scorer(pav_, prompts, alpha))
-    return beam_search(len(problems), policy_step_sampler(model, task, tokenizer, problems, cfg, table, g), score,
-                       lambda i, y: pav.is_complete(y, task, tokenizer), width, cfg.expand,
-                       max_depth=task.max_new_tokens, merge=cfg.merge)
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Summary: intervals, compute efficiency, plot
 
 def wilson(k, n, z=1.96):
@@ -268,27 +205,12 @@ def wilson(k, n, z=1.96):
     return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))   # rounding never leaves p outside
 
 
-def table_row(method, n, correct, tokens, steps, **extra):
-    """One table row: correct (P,) in {0, 1}, tokens and steps per problem (P,)."""
+def table_row(method, n, correct, tokens, steps, pool_pass):
+    """One row: correct (P,) in {0, 1}, tokens and steps per problem (P,), and the Pass@N of the final candidates."""
     k, P = float(sum(correct)), len(correct)
     low, high = wilson(k, P)
     return {"method": method, "n": n, "tokens": float(np.mean(tokens)), "steps": float(np.mean(steps)),
-            "accuracy": k / P, "ci_low": low, "ci_high": high, "problems": P, **extra}
-
-
-def print_row(r):
-    tqdm.write(f"{r['method']:>14} | {r['n']:>4} | {r['tokens']:>9.1f} | {r['steps']:>7.1f} | {r['accuracy']:.3f} "
-               f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
-
-
-def write_pools(path, method, n, task, tokenizer, problems, pool, k=2):
-    """The final pool of the first k problems, best first, each beam with its score, Q_hat^pi and outcome."""
-    with open(path, "a") as f:
-        for p, beams in list(zip(problems, pool))[:k]:
-            f.write(f"--- {method} | N {n} | problem {p.prompt!r} | answer {p.answer}\n")
-            for b in beams:
-                f.write(f"  score {b.score:+.3f} | Q_hat {b.q:.3f} | {'done' if b.done else 'open'} | "
-                        f"Rex {pav.outcome(task, tokenizer, p, b.response):.0f} | {tokenizer.decode(b.response)!r}\n")
+            "accuracy": k / P, "ci_low": low, "ci_high": high, "problems": P, "pool_pass": float(np.mean(pool_pass))}
 
 
 def tokens_to_reach(curve, target):
@@ -298,9 +220,8 @@ def tokens_to_reach(curve, target):
         if a >= target:
             if j == 0:
                 return t
-            (t0, a0) = curve[j - 1]
-            f = (target - a0) / (a - a0)
-            return math.exp(math.log(t0) + f * (math.log(t) - math.log(t0)))
+            t0, a0 = curve[j - 1]
+            return math.exp(math.log(t0) + (target - a0) / (a - a0) * (math.log(t) - math.log(t0)))
     return None
 
 
@@ -312,15 +233,12 @@ def compute_efficiency(rows):
     t_orm = next(t for t, a in orm if a == best)
     t_pav = tokens_to_reach(beam, best)
     return {"ratio": t_orm / t_pav if t_pav else None, "target_accuracy": best, "tokens_orm": t_orm,
-            "tokens_pav_beam": t_pav, "reached": t_pav is not None,
-            "rule": "log-linear interpolation between budgets; ORM at its smallest budget reaching its best accuracy"}
+            "tokens_pav_beam": t_pav}
 
 
 STYLE = {"orm_best_of_n": ("o-", "ORM best-of-N"), "pav_as_orm": ("v-", "PAV as ORM best-of-N"),
          "pass_at_n": ("k--", "Pass@N"), "q_beam": ("^-", r"beam search, $\hat Q^\pi$"),
-         "pav_beam": ("s-", r"beam search, $\hat Q^\pi + \alpha \hat A^\mu$ (PAV)"),
-         "q_beam_mc": ("^:", r"beam search, Monte Carlo $Q^\pi$"),
-         "pav_beam_mc": ("s:", r"beam search, Monte Carlo $Q^\pi + \alpha A^\mu$")}
+         "pav_beam": ("s-", r"beam search, $\hat Q^\pi + \alpha \hat A^\mu$ (PAV)")}
 
 
 def plot(rows, task, alpha, path):
@@ -330,15 +248,12 @@ def plot(rows, task, alpha, path):
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, (style, label) in STYLE.items():
         rs = sorted([r for r in rows if r["method"] == method], key=lambda r: r["n"])
-        if not rs:
-            continue
         x, y = [r["tokens"] for r in rs], [r["accuracy"] for r in rs]
         err = [[a - r["ci_low"] for a, r in zip(y, rs)], [r["ci_high"] - a for a, r in zip(y, rs)]]
         ax.errorbar(x, y, yerr=err, fmt=style, ms=4, capsize=2, label=label.replace(r"\alpha", f"{alpha:g}"))
     ax.set_xscale("log")
-    ax.set_xlabel("sampled tokens per problem")
-    ax.set_ylabel("held-out accuracy (95% Wilson interval)")
-    ax.set_title(f"{task}: search vs best-of-N at matched compute (cf. Fig. 4)")
+    ax.set(xlabel="sampled tokens per problem", ylabel="held-out accuracy (95% Wilson interval)",
+           title=f"{task}: search vs best-of-N at matched compute (cf. Fig. 4)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     pav.save_png(fig, path)
@@ -356,93 +271,78 @@ def main(argv=None):
     t_start = time.time()
     task = pav.make_task(cfg)
     model, tokenizer = pav.load_or_build_policy(task, cfg, device)
-    if cfg.model:
-        pav.memory_estimate(model, task, tokenizer, cfg, device, cfg.verifier_batch)
-    verifiers, _ = pav.load_or_train_verifiers(model, task, tokenizer, cfg, device)
+    verifiers = pav.load_or_train_verifiers(model, task, tokenizer, cfg, device)
     table = data.step_end_table(tokenizer, task.delimiter)
     pav_ = pav.make_pav(verifiers, tokenizer, task, cfg)
     problems = pav.eval_problems(task, cfg)[:cfg.search_problems]
     prompts = [pav.prompt_ids(tokenizer, p) for p in problems]
     summary = {"task": cfg.task, "config": dataclasses.asdict(cfg), "interval": "95% Wilson score"}
 
-    # alpha: picked on validation problems, never on the test problems of the table
-    alpha = cfg.alpha
+    alpha = cfg.alpha   # picked on training problems, never on the held-out problems of the table
     if alphas:
-        val = task.problems(cfg.val_problems, pav.rng("search", cfg.seed))
+        val = task.problems(TUNE_PROBLEMS, pav.rng("search", cfg.seed))
         tuning = []
         for a in tqdm(alphas, desc="tuning alpha", leave=False):
-            _, answers, tok, _ = run_beam(model, pav_, task, tokenizer, val, width_for(cfg, cfg.tune_n), a, cfg, table)
+            _, answers, tok, _ = run_beam(model, pav_, task, tokenizer, val, TUNE_N, a, cfg, table)
             acc = float(np.mean([pav.outcome(task, tokenizer, p, b.response) for p, b in zip(val, answers)]))
             tuning.append({"alpha": a, "accuracy": acc, "tokens": float(np.mean(tok))})
-            tqdm.write(f"alpha {a:g} | N {cfg.tune_n} | validation accuracy {acc:.3f} ({len(val)} problems)")
+            tqdm.write(f"alpha {a:g} | N {TUNE_N} | validation accuracy {acc:.3f} ({len(val)} problems)")
         alpha = max(tuning, key=lambda t: t["accuracy"])["alpha"]          # the smallest alpha at a tie
         summary["alpha_tuning"] = tuning
-        print(f"alpha {alpha:g} picked on {len(val)} validation problems")
     summary["alpha"] = alpha
 
-    rows, diversity = [], []
+    rows = []
     print(f"{len(problems)} held-out problems; mu = {cfg.prover}, alpha {alpha:g}; accuracy with a 95% Wilson interval")
-    print(f"{'method':>14} | {'N':>4} | {'tokens/pb':>9} | {'steps':>7} | accuracy [95% CI]")
+    print(f"{'method':>14} | {'N':>4} | {'tokens/pb':>9} | {'steps':>7} | accuracy [95% CI]   | pool Pass@N")
+    report = lambda r: tqdm.write(f"{r['method']:>14} | {r['n']:>4} | {r['tokens']:>9.1f} | {r['steps']:>7.1f} | "
+                                  f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['pool_pass']:.3f}")
     # best-of-N, PAV as ORM and Pass@N share one set of max(N) samples per problem; N takes the first N of them
     responses, correct, lengths, n_steps = sample_best_of_n(model, task, tokenizer, problems, max(ns), cfg, table)
     flat_prompts = [prompts[k // max(ns)] for k in range(len(responses))]
-    shape = correct.shape                                                                   # (P, N_max)
-    orm_score = final_q(verifiers["orm"], tokenizer, flat_prompts, responses, table, pav_.batch).view(shape)   # (P, N_max)
-    pqm_score = final_q(verifiers["pqm"], tokenizer, flat_prompts, responses, table, pav_.batch).view(shape)   # (P, N_max)
+    scores = {m: final_q(verifiers[v], tokenizer, flat_prompts, responses, table, pav_.batch).view(correct.shape)
+              for m, v in (("orm_best_of_n", "orm"), ("pav_as_orm", "pqm"))}                  # (P, N_max) each
     for n in ns:
         cost = (lengths[:, :n].sum(1).tolist(), n_steps[:, :n].sum(1).tolist())
-        for method, chosen in (("orm_best_of_n", best_of_n(orm_score, correct, n)),
-                               ("pav_as_orm", best_of_n(pqm_score, correct, n)),
-                               ("pass_at_n", pass_at_n(correct, n))):
-            rows.append(table_row(method, n, chosen.tolist(), *cost))
-            print_row(rows[-1])
-        if cfg.diversity:
-            diversity.append({"method": "best_of_n", "n": n, "pass_at_n": float(pass_at_n(correct, n).mean())})
+        for method in ("orm_best_of_n", "pav_as_orm", "pass_at_n"):
+            chosen = pass_at_n(correct, n) if method == "pass_at_n" else best_of_n(scores[method], correct, n)
+            rows.append(table_row(method, n, chosen.tolist(), *cost, pass_at_n(correct, n).tolist()))
+            report(rows[-1])
 
+    samples = os.path.join(cfg.out, "search_samples.txt")   # the final pools of two problems per row, with scores
     os.makedirs(cfg.out, exist_ok=True)
-    samples = os.path.join(cfg.out, "search_samples.txt")   # a few final pools with their scores
     open(samples, "w").close()
 
-    def beam_rows(method, n, alpha, pav_for=pav_, oracle_mc=0):
-        t0 = time.time()
-        pool, answers, tok, st = run_beam(model, pav_for, task, tokenizer, problems, width_for(cfg, n), alpha, cfg,
-                                          table, oracle_mc)
+    def beam_rows(method, n, alpha, pav_for=pav_):
+        pool, answers, tok, st = run_beam(model, pav_for, task, tokenizer, problems, n, alpha, cfg, table)
         chosen = [pav.outcome(task, tokenizer, p, b.response) for p, b in zip(problems, answers)]
-        rows.append(table_row(method, n, chosen, tok, st, seconds=time.time() - t0))
-        print_row(rows[-1])
-        write_pools(samples, method, n, task, tokenizer, problems, pool)
-        if cfg.diversity:   # Pass@N of the final pool: is any of its finished responses correct?
-            hit = [max([pav.outcome(task, tokenizer, p, b.response) for b in beams if b.done] or [0.0])
-                   for p, beams in zip(problems, pool)]
-            diversity.append({"method": method, "n": n, "pass_at_n": float(np.mean(hit))})
+        hit = [max([pav.outcome(task, tokenizer, p, b.response) for b in beams if b.done] or [0.0])
+               for p, beams in zip(problems, pool)]                       # Pass@N of the final pool (Fig. 6a)
+        rows.append(table_row(method, n, chosen, tok, st, hit))
+        report(rows[-1])
+        with open(samples, "a") as f:
+            for p, beams in list(zip(problems, pool))[:2]:
+                f.write(f"--- {method} | N {n} | problem {p.prompt!r} | answer {p.answer}\n" + "".join(
+                    f"  score {b.score:+.3f} | Q_hat {b.q:.3f} | {'done' if b.done else 'open'} | "
+                    f"Rex {pav.outcome(task, tokenizer, p, b.response):.0f} | {tokenizer.decode(b.response)!r}\n"
+                    for b in beams))
 
     for n in tqdm(ns, desc="beam search", leave=False):
         beam_rows("q_beam", n, 0.0)
         beam_rows("pav_beam", n, alpha)
-        if cfg.oracle_mc:
-            beam_rows("q_beam_mc", n, 0.0, oracle_mc=cfg.oracle_mc)
-            beam_rows("pav_beam_mc", n, alpha, oracle_mc=cfg.oracle_mc)
     for K in provers:   # Fig. 5b: the prover mu = BoK(pi) of the PAV, at the largest budget
-        beam_rows(f"pav_beam_bo{K}", max(ns), alpha, pav.PAV(verifiers["pqm"], tokenizer, table, k=K))
+        beam_rows(f"pav_beam_bo{K}", max(ns), alpha, pav.PAV(verifiers["pqm"], tokenizer, table, K, pav_.batch))
 
     eff = compute_efficiency(rows)
     at = {r["method"]: r for r in rows if r["n"] == max(ns)}
     gap = at["pav_beam"]["accuracy"] - at["orm_best_of_n"]["accuracy"]
+    gap_q = at["pav_beam"]["accuracy"] - at["q_beam"]["accuracy"]
     summary.update(rows=rows, compute_efficiency=eff["ratio"], compute_efficiency_detail=eff, gap_at_max_n=gap,
-                   max_n=max(ns), problems=len(problems), seconds=time.time() - t_start)
-    if provers:
-        summary["prover_sweep"] = [{"K": K, **{k: at[f"pav_beam_bo{K}"][k] for k in ("accuracy", "ci_low", "ci_high")}}
-                                   for K in provers]
-    if cfg.diversity:
-        summary["diversity"] = diversity
-        print("Pass@N of the candidate pool: " + " | ".join(
-            f"{m} " + " ".join(f"{d['pass_at_n']:.3f}" for d in diversity if d["method"] == m)
-            for m in ("best_of_n", "q_beam", "pav_beam")) + f"  (N = {','.join(map(str, ns))})")
+                   gap_to_q_beam_at_max_n=gap_q, max_n=max(ns), problems=len(problems), seconds=time.time() - t_start)
     ratio = "not reached" if eff["ratio"] is None else f"{eff['ratio']:.2f}x"
     print(f"compute efficiency (ORM best-of-N tokens for its best accuracy {eff['target_accuracy']:.3f} / PAV beam "
           f"search tokens to reach it, log-linear interpolation): {ratio}")
     print(f"gap at N = {max(ns)}: PAV beam {at['pav_beam']['accuracy']:.3f} - ORM best-of-N "
-          f"{at['orm_best_of_n']['accuracy']:.3f} = {gap:+.3f}")
+          f"{at['orm_best_of_n']['accuracy']:.3f} = {gap:+.3f}; - Q^pi beam {at['q_beam']['accuracy']:.3f} = {gap_q:+.3f}")
     path, png = os.path.join(cfg.out, "search.json"), os.path.join(cfg.out, "search.png")
     pav.save_json(summary, path)
     plot(rows, cfg.task, alpha, png)

@@ -64,7 +64,12 @@ def bigram_llama(vocab, successor, margin=60.0):
 
 @pytest.fixture(scope="session")
 def arith():
-    return data.Arith()
+    return data.get_task("arith")
+
+
+@pytest.fixture(scope="session")
+def facts():
+    return data.get_task("facts")
 
 
 @pytest.fixture(scope="session")

@@ -199,7 +199,7 @@ def test_arith_problems_and_clean_solutions(arith):
         for op, d in zip(text[1::2], text[2::2]):
             acc = (acc + int(d)) % 10 if op == "+" else (acc - int(d)) % 10
         assert p.answer == str(acc)
-        y = arith.solution(p, 0.0, rng)
+        y = arith.solution(p.prompt[2:-1], 0.0, rng)
         assert arith.check(p, y) == 1.0
         lines = y.split("\n")
         assert len(lines) == 5 and lines[-1] == f"A:{acc}"
@@ -209,7 +209,7 @@ def test_arith_problems_and_clean_solutions(arith):
 
 def test_arith_hand_example(arith):
     p = data.Problem("Q:5+6-0+8+5\n", "4")
-    assert arith.solution(p, 0.0, random.Random(0)) == "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4"
+    assert arith.solution("5+6-0+8+5", 0.0, None) == "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4"
     assert arith.check(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4") == 1.0
     assert arith.check(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:5") == 0.0
     assert arith.check(p, "A:4\nA:3") == 0.0
@@ -237,9 +237,9 @@ class OneError:
 
 def test_arith_one_error_carries_forward_and_changes_the_answer(arith):
     for p in arith.problems(100, random.Random(1)):
-        clean = arith.solution(p, 0.0, random.Random(0)).split("\n")
+        clean = arith.solution(p.prompt[2:-1], 0.0, None).split("\n")
         for at in range(arith.n_ops):
-            lines = arith.solution(p, 0.5, OneError(at)).split("\n")
+            lines = arith.solution(p.prompt[2:-1], 0.5, OneError(at)).split("\n")
             assert lines[:at] == clean[:at]
             assert lines[at][:4] == clean[at][:4] and lines[at][4] != clean[at][4]   # same operands, wrong result
             for prev, line in zip(lines[:-2], lines[1:-1]):
@@ -249,28 +249,35 @@ def test_arith_one_error_carries_forward_and_changes_the_answer(arith):
 
 
 def test_arith_hard_facts_err_only_on_hard_facts_and_answer_every_result():
-    task, default = data.Arith(hard_facts=True), data.Arith()
+    task = data.Arith("facts", n_ops=4, p_err=0.9, hard_facts=True)
     facts = [(a, o, b) for a in range(10) for o in "+-" for b in range(10)]
     assert sum(task.is_hard(*f) for f in facts) == 100                   # a fixed half of the 200 facts
     p = data.Problem("Q:5+6-0+8+5\n", "1194")
-    assert task.problems(1, random.Random(0))[0].answer == "".join(
-        map(str, task.solve([6, 6, 0, 4, 8], list("----"))[1:]))         # the first problem of seed 0: Q:6-6-0-4-8
-    assert task.solution(p, 0.0, random.Random(0)) == "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:1194"
+    assert task.problems(1, random.Random(0))[0] == data.Problem("Q:6-6-0-4-8\n", "0068")   # 6-6=0, 0-0=0, 0-4=6, 6-8=8
+    assert task.solution("5+6-0+8+5", 0.0, None) == "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:1194"
     assert task.check(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:1194") == 1.0
     assert task.check(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4") == 0.0
     # a wrong line makes the answer wrong even when a later error lands back on the right running value
     assert task.check(p, "5+6=2\n2-0=2\n2+8=9\n9+5=4\nA:2294") == 0.0
-    assert len(task.tokenizer.encode(task.solution(p, 0.0, random.Random(0)))) + 1 == task.max_new_tokens == 31
+    assert len(task.tokenizer.encode(task.solution("5+6-0+8+5", 0.0, None))) + 1 == task.max_new_tokens == 31
     rng, wrong, lines = random.Random(1), {True: 0, False: 0}, {True: 0, False: 0}
     for q in task.problems(500, random.Random(2)):
-        for line in task.solution(q, 0.9, rng).split("\n")[:-1]:
+        for line in task.solution(q.prompt[2:-1], 0.9, rng).split("\n")[:-1]:
             a, o, b, res = int(line[0]), line[1], int(line[2]), int(line[4])
             hard = task.is_hard(a, o, b)
             lines[hard] += 1
             wrong[hard] += res != (a + b if o == "+" else a - b) % 10
     assert wrong[False] == 0 and abs(wrong[True] / lines[True] - 0.9) < 0.03
-    assert default.settings() == {"n_ops": 4, "p_err": 0.35}                # unchanged: old caches stay valid
-    assert task.settings() == {"n_ops": 4, "p_err": 0.35, "hard_facts": True}
+    assert task.settings() == {"n_ops": 4, "p_err": 0.9, "hard_facts": True}
+
+
+def test_the_tasks_and_their_settings():
+    facts, arith = data.get_task("facts"), data.get_task("arith")
+    assert (facts.name, facts.hard_facts) == ("facts", True) and (arith.name, arith.hard_facts) == ("arith", False)
+    assert arith.settings() == {"n_ops": 4, "p_err": 0.35, "hard_facts": False}
+    assert data.get_task("planted").settings() == {"target": [3, 6, 0, 3, 5], "demo_gamma": 3.0}
+    clean = facts.demonstrations(50, random.Random(0), clean=True)
+    assert all(facts.sound(data.Problem(p, ""), s) for p, s in clean)     # clean demonstrations have every line right
 
 
 def test_tokenizer_round_trip_and_errors(arith, tmp_path):

@@ -66,12 +66,6 @@ def test_advantages_hand_example_and_telescoping():
     assert torch.allclose(ab[1, 2, 4], qb[1, 2, 5] - qb[1, 2, 4])
 
 
-def test_q_hat_hand_example():
-    q, se = pav.q_hat(torch.tensor([0.0, 3.0, 8.0, 2.0]), 8)
-    assert torch.allclose(q, torch.tensor([0.0, 0.375, 1.0, 0.25]))
-    assert torch.allclose(se, torch.tensor([0.0, math.sqrt(0.375 * 0.625 / 8), 0.0, math.sqrt(0.25 * 0.75 / 8)]))
-
-
 def test_step_cuts(arith, planted):
     tok = arith.tokenizer
     table = data.step_end_table(tok, "\n")
@@ -168,3 +162,32 @@ def test_no_two_random_streams_share_a_seed():
     assert not torch.equal(torch.rand(8, generator=a), torch.rand(8, generator=b))
     with pytest.raises(AssertionError):
         pav.stream_seed("no such stream", 0)
+
+
+def test_prover_table_estimators_against_the_exact_terms_of_theorem_3_1(planted):
+    """pav.theorem_terms on a state whose Q-values are known exactly: pi is planted's procedural gamma = 3 policy (its
+    dynamic program gives Q^pi(s, a) for every action), mu = Bo4(pi). From binomial Monte Carlo counts in two halves,
+    the estimates average to the exact distinguishability Var_{a~pi}[A^mu] and alignment E_{a~pi}[A^mu A^pi]."""
+    gamma, K, n, m, S = 3.0, 4, 32, 4, 40_000
+    V = planted.exact_values(gamma)
+    s = [3, 6, 0]                                                       # three target tokens matched, 7 tokens left
+    pi = planted.prover_probs(gamma)[planted.match_state(s)]           # (15,) pi(a | s)
+    q_sa = torch.tensor([planted.exact_q(s + [a], gamma, V) for a in range(15)], dtype=torch.float64)
+    q_s = float((pi * q_sa).sum())
+    assert q_s == pytest.approx(planted.exact_q(s, gamma, V))           # V^pi(s) = E_a Q^pi(s, a)
+    bok = lambda q: 1 - (1 - q) ** K
+    a_mu, a_pi = bok(q_sa) - bok(torch.tensor(q_s, dtype=torch.float64)), q_sa - q_s
+    exact_var = float((pi * (a_mu - (pi * a_mu).sum()) ** 2).sum())
+    exact_align = float((pi * a_mu * a_pi).sum())
+    g = torch.Generator().manual_seed(0)
+    actions = torch.multinomial(pi.float(), S * m, replacement=True, generator=g).view(S, m)
+    before = torch.binomial(torch.full((2, S, 1), float(n)), torch.full((2, S, 1), q_s), generator=g)
+    after = torch.binomial(torch.full((2, S, m), float(n)), q_sa[actions].float().expand(2, S, m), generator=g)
+    got = pav.theorem_terms(before, after, n, K)
+    assert exact_var > 0.01 and exact_align > 0.01                      # not a degenerate state
+    assert abs(got["distinguishability"] - exact_var) < 4 * got["distinguishability_se"]
+    assert abs(got["alignment"] - exact_align) < 4 * got["alignment_se"]
+    # the naive variance of one noisy estimate is inflated by the Monte Carlo noise; the two halves remove it
+    one = pav.bok_unbiased(after[0], n, K) - pav.bok_unbiased(before[0], n, K)
+    naive = float(((one - one.mean(1, keepdim=True)) ** 2).sum(1).mean() / (m - 1))
+    assert naive > exact_var + 10 * got["distinguishability_se"]

@@ -41,10 +41,9 @@ def planted_policy(tmp_path_factory):
 def test_arith_accuracy_in_range(arith_policy):
     task, cfg, model, tokenizer = arith_policy
     assert not model.training
-    pav.seed_everything(0)
     problems = pav.eval_problems(task, cfg)
     assert len(problems) == 512
-    acc = pav.accuracy(model, task, tokenizer, problems, cfg)             # temperature 1
+    acc = pav.accuracy(model, task, tokenizer, problems, cfg, generator=pav.generator("eval", 0))   # temperature 1
     assert 0.05 <= acc <= 0.30, acc
 
 
@@ -57,10 +56,9 @@ def test_planted_policy_learned_its_demonstrations_first_token_and_rarely_succee
     with torch.no_grad():
         p = model(input_ids=ids).logits[0, -1, :task.n_tokens].softmax(-1).double()         # (15,)
     assert (p - task.prover_probs(task.demo_gamma)[0]).abs().sum() / 2 < 0.06
-    pav.seed_everything(0)
     problems = pav.eval_problems(task, cfg)
     assert len(problems) == 16_384
-    acc = pav.accuracy(model, task, tokenizer, problems, cfg)
+    acc = pav.accuracy(model, task, tokenizer, problems, cfg, generator=pav.generator("eval", 0))
     assert acc < 0.005, acc
 
 
@@ -73,31 +71,32 @@ def test_cached_policy_is_loaded_not_rebuilt(planted_policy, monkeypatch, capsys
     assert not again.training and tok.chars == tokenizer.chars
     state = model.state_dict()
     assert all(torch.equal(v, state[k]) for k, v in again.state_dict().items())
-    with open(os.path.join(cfg.out, "policy", "settings.json")) as f:
+    with open(os.path.join(pav.seed_dir(cfg), "policy", "settings.json")) as f:
         assert json.load(f) == pav.policy_settings(task, cfg)
 
 
 @pytest.mark.slow
 def test_changed_settings_rebuild(planted_policy, tmp_path, monkeypatch, capsys):
     task, cfg, _, _ = planted_policy
-    shutil.copytree(os.path.join(cfg.out, "policy"), tmp_path / "policy")
+    shutil.copytree(os.path.join(pav.seed_dir(cfg), "policy"), tmp_path / "seed1" / "policy")   # another seed's
     built = []
 
-    def fake_warm_start(task, tokenizer, cfg, device, clean_dir=None):
+    def fake_warm_start(task, tokenizer, cfg, device):
         built.append(cfg.seed)
-        return tiny_llama(len(tokenizer), hidden=16, layers=1)
+        return tiny_llama(len(tokenizer), hidden=16, layers=1), None
 
     monkeypatch.setattr(pav, "warm_start", fake_warm_start)
-    for field, value in [("seed", 1), ("d_model", 64), ("n_layers", 2), ("sft_lr", 1e-3), ("sft_batch", 32)]:
+    for field, value in [("seed", 1), ("d_model", 64), ("n_layers", 2)]:
         changed = pav.Config(task="planted", out=str(tmp_path), **{field: value})
         assert pav.policy_settings(task, changed) != pav.policy_settings(task, cfg), field
     changed = pav.Config(task="planted", out=str(tmp_path), seed=1)
     pav.load_or_build_policy(task, changed, CPU)
     assert built == [1] and capsys.readouterr().out.startswith("building the base policy")
-    with open(tmp_path / "policy" / "settings.json") as f:
+    with open(tmp_path / "seed1" / "policy" / "settings.json") as f:
         assert json.load(f) == pav.policy_settings(task, changed)
     assert pav.policy_settings(data.Planted(target=(1, 2, 3, 4, 5)), cfg) != pav.policy_settings(task, cfg)
-    assert pav.policy_settings(data.Arith(p_err=0.2), cfg) != pav.policy_settings(data.Arith(), cfg)
+    arith = data.get_task("arith")
+    assert pav.policy_settings(data.Arith("arith", 4, 0.2, False), cfg) != pav.policy_settings(arith, cfg)
 
 
 def is_test_problem(problem):
@@ -109,31 +108,32 @@ def is_test_problem(problem):
 def test_train_and_test_splits_never_overlap_and_only_train_is_trained_on(monkeypatch, tmp_path):
     """The fixed split by problem text: training draws (demonstrations, the warm start's clean solutions, seed
     rollouts, prover-table states) come from "train", evaluation from "test", whatever the sizes and seeds."""
-    task = data.Arith()
+    task = data.get_task("facts")
     train = [p for seed in range(3) for p in task.problems(3000, random.Random(seed))]
     test = [p for seed in range(3) for p in task.problems(1000, random.Random(seed), split="test")]
     assert not any(map(is_test_problem, train)) and all(map(is_test_problem, test))
     assert not {p.prompt for p in train} & {p.prompt for p in test}
     assert len({p.prompt for p in test}) > 2500                                # a real split, not a handful
     for p in train[:200] + test[:200]:                                         # the answer is still the right one
-        text = p.prompt[2:-1]
-        assert p.answer == str(task.solve([int(c) for c in text[::2]], list(text[1::2]))[-1])
-    # demonstrations, at any noise level
-    for p_err in (None, 0.0, 1.0):
-        demos = task.demonstrations(500, random.Random(7), p_err=p_err)
+        assert task.check(p, task.solution(p.prompt[2:-1], 0.0, None)) == 1.0
+    # demonstrations, with their errors and clean
+    for clean in (False, True):
+        demos = task.demonstrations(500, random.Random(7), clean=clean)
         assert not any(is_test_problem(data.Problem(prompt, "")) for prompt, _ in demos)
     # evaluation: the held-out accuracy problems, at any --eval-problems
     for n in (64, 512, 2048):
-        problems = pav.eval_problems(task, pav.Config(task="arith", eval_problems=n))
+        problems = pav.eval_problems(task, pav.Config(eval_problems=n))
         assert len(problems) == n and all(map(is_test_problem, problems))
     # the warm start, with training stubbed out (nothing is learned): every pair it would train on is train split
-    trained, clean, saved = [], tmp_path / "clean", []
+    trained, states = [], []
     def fake_sft(model, tok, pairs, **kw):
         trained.extend(p for p, _ in pairs)
-        saved.append((clean / "config.json").exists())
+        with torch.no_grad():                                                 # "training": a mark on the weights
+            next(model.parameters()).add_(1.0)
+        states.append(next(model.parameters()).detach().clone())
     monkeypatch.setattr(pav, "sft", fake_sft)
-    pav.warm_start(task, task.tokenizer, pav.Config(task="arith", d_model=16, n_layers=1), CPU, clean_dir=str(clean))
-    assert len(trained) >= 10_000                                             # 60,000 clean + 20,000 noisy
-    assert saved == [False, True]                   # the clean stage is kept for --verifier-model clean, before noise
-    assert data.CharTokenizer.from_pretrained(str(clean)).encode("Q:1+2\n") == task.tokenizer.encode("Q:1+2\n")
+    model, clean = pav.warm_start(task, task.tokenizer, pav.Config(d_model=16, n_layers=1), CPU)
+    assert len(trained) >= 10_000                                             # 60,000 clean + 20,000 with errors
+    # the clean stage is kept, for --verifier-model clean, before the demonstrations with errors
+    assert torch.equal(next(clean.parameters()), states[0]) and torch.equal(next(model.parameters()), states[1])
     assert not any(is_test_problem(data.Problem(prompt, "")) for prompt in trained)

@@ -161,9 +161,8 @@ def test_chat_template_wraps_the_prompt_once(model_dir, tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 # The three scripts on the tiny BPE model, end to end
 
-COMMON = ["--max-new-tokens", "16", "--eval-problems", "8", "--n-states", "4", "--n-actions", "2", "--table-mc", "4",
-          "--ks", "1,2", "--n-problems", "6", "--n-cov", "1", "--n-mc", "2", "--verifier-steps", "2",
-          "--verifier-batch", "4", "--eval-verifier-problems", "4", "--eval-mc", "4", "--micro-batch-size", "2"]
+COMMON = ["--max-new-tokens", "16", "--eval-problems", "8", "--n-problems", "6", "--n-mc", "2", "--verifier-steps",
+          "2", "--micro-batch-size", "2"]
 
 
 def run(script, args, cwd):
@@ -180,11 +179,12 @@ def test_pav_search_rl_on_a_bpe_model(model_dir, verifier_dir, tmp_path, layout)
 
     first = run("pav.py", out + COMMON, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert f"loading the base policy from {model_dir}" in first.stdout and "memory estimate" in first.stdout
+    assert f"loading the base policy from {model_dir}" in first.stdout
     report = json.loads((tmp_path / "out" / "verifiers.json").read_text())
-    assert report["held_out"]["problems"] == 4 and 0 <= report["pqm_mae"] <= 1
+    assert report["held_out"]["problems"] == 4 and 0 <= report["pqm"]["mae"] <= 1
     assert json.loads((tmp_path / "out" / "provers.json").read_text())["eval_samples"] == 4   # the whole test file
-    saved = json.loads(open(os.path.join(report["verifiers"], "pqm", "config.json")).read())
+    [cache] = (tmp_path / "out" / "seed0" / "verifiers").iterdir()
+    saved = json.loads((cache / "pqm" / "config.json").read_text())
     assert saved["hidden_size"] == (48 if layout == "math" else 32)     # the backbone --verifier-model named
 
     search = run("search.py", out + COMMON + ["--ns", "1,2", "--search-problems", "4"], tmp_path)
@@ -193,12 +193,11 @@ def test_pav_search_rl_on_a_bpe_model(model_dir, verifier_dir, tmp_path, layout)
     rows = json.loads((tmp_path / "out" / "search.json").read_text())["rows"]
     assert {r["method"] for r in rows} >= {"orm_best_of_n", "pass_at_n"} and all(r["tokens"] > 0 for r in rows)
 
-    rl = run("rl.py", out + COMMON + ["--iterations", "2", "--batch-size", "4", "--group", "2", "--eval-every", "1",
-                                      "--pass-n", "2", "--pass-problems", "2"], tmp_path)
+    rl = run("rl.py", out + COMMON + ["--iterations", "2", "--batch-size", "4"], tmp_path)
     assert rl.returncode == 0, rl.stderr[-3000:]
     result = json.loads((tmp_path / "out" / "rl.json").read_text())
     assert set(result["final_accuracy"]) == {"orm", "pav"}
-    assert [p["responses"] for p in result["seeds"]["0"]["pav"]["curve"]] == [0, 4, 8]
+    assert [p["responses"] for p in result["seeds"]["0"]["pav"]["curve"]] == [0, 8]
 
 
 def test_micro_batches_do_not_change_the_step(model_dir):
@@ -217,8 +216,8 @@ def test_micro_batches_do_not_change_the_step(model_dir):
     start = torch.cat([p.detach().flatten() for p in base.parameters()])
     after = []
     for micro in (0, 1):
-        cfg = rl.RLConfig(data="x", model=model_dir, batch_size=4, group=2, kl=0.1, micro_batch_size=micro)
-        scorer = rl.LearnedPAV(pav.PAV(verifier, tok, table, k=4, batch=micro or 256))
+        cfg = rl.RLConfig(data="x", model=model_dir, batch_size=8, micro_batch_size=micro)
+        scorer = rl.LearnedPAV(pav.PAV(verifier, tok, table, 4, batch=micro or 256))
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         stats, _ = rl.policy_step(model, base, opt, scorer, problems, task, tok, cfg, alpha=1.0, seed=0, it=1)
@@ -228,10 +227,10 @@ def test_micro_batches_do_not_change_the_step(model_dir):
     torch.testing.assert_close(after[0] - start, after[1] - start, rtol=1e-4, atol=1e-7)
 
 
-@pytest.mark.parametrize("backbone_lr, top_layers", [(1e-3, 0), (0.0, 1)])
-def test_verifier_micro_batches_do_not_change_training(model_dir, backbone_lr, top_layers):
-    """Verifier training with whole batches and with micro-batches of one response: the same weights, whether the
-    backbone trains or is frozen under fresh top layers."""
+@pytest.mark.parametrize("top_layers", [0, 1])
+def test_verifier_micro_batches_do_not_change_training(model_dir, top_layers):
+    """Verifier training with whole batches and with micro-batches of one response: the same weights, with and without
+    fresh layers on the frozen backbone."""
     tok = pav.load_tokenizer(model_dir)
     table = data.step_end_table(tok, "\n")
     prompts = [tok.encode("Q: 1+1?\n"), tok.encode("Q: 2+2?\n"), tok.encode("Q: 3+3?\n")]
@@ -240,7 +239,7 @@ def test_verifier_micro_batches_do_not_change_training(model_dir, backbone_lr, t
     labelled = torch.tensor([[True, True, True, False], [True, True, False, False], [True, True, True, True]])
     after = []
     for micro in (0, 1):
-        cfg = pav.Config(verifier_steps=3, verifier_batch=3, micro_batch_size=micro, verifier_lr=backbone_lr)
+        cfg = pav.Config(verifier_steps=3, micro_batch_size=micro)
         torch.manual_seed(0)
         v = pav.Verifier(pav.load_lm(model_dir), top_layers=top_layers)
         start = torch.cat([p.detach().flatten() for p in v.parameters()])
@@ -254,22 +253,6 @@ def test_bf16_checkpoint_loads_in_fp32(verifier_dir):
     assert {p.dtype for p in pav.load_lm(verifier_dir).parameters()} == {torch.float32}
 
 
-def test_memory_estimate_by_hand(model_dir, capsys):
-    """16 bytes a trained parameter, 4 a frozen one (x3), KV cache 2 * layers * kv_heads * head_dim values a token of
-    --batch-rows sequences, a micro-batch's activations and fp32 logits; fp32 values on the CPU."""
-    tok = pav.load_tokenizer(model_dir)
-    task = data.FileTask(os.path.join(DATA, "gsm8k_train.jsonl"), os.path.join(DATA, "gsm8k_test.jsonl"), max_new_tokens=16)
-    model = pav.AutoModelForCausalLM.from_pretrained(model_dir)
-    cfg = pav.Config(batch_rows=10, micro_batch_size=3, eval_problems=64)
-    gb = pav.memory_estimate(model, task, tok, cfg, torch.device("cpu"), train_batch=64)
-    n = sum(p.numel() for p in model.parameters())
-    L = max(len(tok.encode(task.prompt(q))) for q, *_ in task.test) + 16       # no chat template: plain encode
-    expect = {"trained weights": 16 * n, "frozen copies (x3)": 12 * n, "KV cache": 10 * L * 1 * 2 * 2 * 16 * 4,
-              "micro-batch activations": 3 * L * (20 * 32 * 1 * 4 + 8 * len(tok))}
-    assert gb == pytest.approx({k: v / 2**30 for k, v in expect.items()})
-    assert "memory estimate" in capsys.readouterr().out
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Bad input: one line, exit 2, before any work
 
@@ -281,9 +264,10 @@ def fails(capsys, argv, main=pav.main):
     return err
 
 
-def test_bad_real_inputs(capsys, model_dir, tmp_path):
+def test_bad_real_inputs(capsys, model_dir, tmp_path, monkeypatch):
     import rl
     import search
+    monkeypatch.chdir(tmp_path)                            # the default output directory is runs/ under here
     gsm = os.path.join(DATA, "gsm8k_train.jsonl")
     no_tok = tmp_path / "no-tokenizer"
     LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
@@ -306,8 +290,6 @@ def test_bad_real_inputs(capsys, model_dir, tmp_path):
     assert "--eval-data needs --data" in fails(capsys, ["--eval-data", gsm])
     assert "drop --task planted" in fails(capsys, ["--task", "planted", "--data", gsm, "--model", model_dir])
     assert "planted is defined over its own" in fails(capsys, ["--task", "planted", "--model", model_dir])
-    assert "step delimiter" in fails(capsys, ["--model", model_dir, "--data", gsm, "--eval-data", gsm,
-                                              "--step-delimiter", "\u00a7"])
     assert "another tokenizer" in fails(capsys, ["--model", model_dir, "--data", gsm, "--eval-data", gsm,
                                                  "--verifier-model", str(other)])
     assert "--micro-batch-size" in fails(capsys, ["--micro-batch-size", "-1"])
@@ -328,3 +310,4 @@ def test_bad_real_inputs(capsys, model_dir, tmp_path):
     pav.load_tokenizer(model_dir).save_pretrained(weightless)
     LlamaConfig(vocab_size=16).save_pretrained(weightless)
     assert "no weights" in fails(capsys, ["--model", str(weightless), "--data", gsm, "--eval-data", gsm])
+    assert not (tmp_path / "runs").exists()                # every failure came before any work

@@ -125,41 +125,41 @@ def test_policy_step_logs_the_share_right_by_arithmetic_apart_from_luck(arith, m
     mask = torch.tensor([[True] * len(r) + [False] * (T - len(r)) for r in rows])
     monkeypatch.setattr(pav, "sample", lambda *a, **k: pav.Rollout(ids, torch.zeros(ids.shape), mask, torch.zeros(4)))
     model = tiny_llama(20, seed=1)
-    cfg = rl.RLConfig(batch_size=4, group=4, kl=0.0)
+    cfg = rl.RLConfig(batch_size=4)
     stats, _ = rl.policy_step(model, model, torch.optim.SGD(model.parameters(), lr=0.0), None, [problem], arith, tok,
                               cfg, alpha=0.0, seed=0, it=1)
     assert stats["reward"] == 0.75 and stats["sound"] == 0.5
 
 
-def test_exact_prover_advantages_are_differences_of_the_dynamic_program(planted):
-    scorer = rl.GammaProver(planted, 10.0)
-    y = [3, 6, 0, 3, 5, 1, 2]
-    q, _, a, m, m_adv = scorer.score(None, None, [y, [1, 14]], None, 0)
+def test_gamma_prover_q_converges_to_the_dynamic_program_and_advantages_are_its_differences(planted):
+    responses = [[3, 6, 0, 3, 5, 1, 2], [1, 14], [3, 6, 1, 14], [2, 3, 6, 0]]
+    q, _, a, m, m_adv = rl.GammaProver(planted, 10.0, n=20_000).score(None, None, responses, None, 0)
     V = planted.exact_values(10.0)
-    want = [planted.exact_q(y[:h], 10.0, V) for h in range(len(y) + 1)]
-    assert q[0].tolist() == pytest.approx(want)
-    assert a[0].tolist() == pytest.approx([want[h + 1] - want[h] for h in range(len(y))])
-    assert q[0, 5] == 1.0 and a[0, 5:].abs().sum() == 0                  # nothing to gain after the match
-    assert a[1, 1].item() == pytest.approx(-planted.exact_q([1], 10.0, V))   # EOS before the match: Q drops to 0
-    assert m_adv[1].tolist() == [True, True] + [False] * 5
+    exact = [[planted.exact_q(y[:h], 10.0, V) for h in range(len(y) + 1)] for y in responses]
+    for i, y in enumerate(responses):
+        assert m[i].sum() == len(y) + 1 and m_adv[i].sum() == len(y)
+        # 20k rollouts: standard error <= 0.0036; 5 standard errors
+        assert (q[i, :len(y) + 1] - torch.tensor(exact[i])).abs().max() < 0.018
+        assert a[i, :len(y)].tolist() == pytest.approx((q[i, 1:len(y) + 1] - q[i, :len(y)]).tolist())   # Eq. 2
+    assert q[0, 5] == 1.0 and a[0, 5:].abs().sum() == 0                  # matched: nothing more to gain
+    assert q[1, 2] == 0.0 and a[1, 1].item() == pytest.approx(-q[1, 1].item())   # EOS before the match: Q drops to 0
+    assert exact[3][4] >= (10 / 24) ** 2                                  # two tokens short of the target
 
 
-def test_monte_carlo_gamma_prover_converges_to_the_exact_q(planted):
-    responses = [[3, 6, 0, 3, 5, 1], [3, 6, 1, 14], [2, 3, 6, 0]]
-    exact = rl.GammaProver(planted, 10.0).score(None, None, responses, None, 0)[0]
-    mc = rl.GammaProver(planted, 10.0, n=20_000).score(None, None, responses, None, 0)[0]
-    # 20k rollouts: standard error <= 0.0036; 5 standard errors
-    assert (mc - exact).abs().max() < 0.018
-    # two tokens short of the target: at least (10/24)^2 = 0.174; matched: 1; ended by EOS: 0
-    assert exact[2, 4] >= (10 / 24) ** 2 and mc[0, 5] == 1.0 and mc[1, 4] == 0.0
+@pytest.fixture
+def tiny_rl(monkeypatch):
+    """rl.py's schedule shrunk for a four-iteration run: evaluate, checkpoint and write samples every 2 iterations,
+    Pass@N up to 4 on 8 problems, early Pass@N at iteration 2."""
+    for name, value in [("EVAL_EVERY", {"planted": 2}), ("CKPT_EVERY", 2), ("SAMPLES_EVERY", 2), ("PASS_N", 4),
+                        ("PASS_PROBLEMS", 8), ("EARLY_ITERATION", {"planted": 2})]:
+        monkeypatch.setattr(rl, name, value)
 
 
 TINY = ["--task", "planted", "--d-model", "32", "--n-layers", "1", "--iterations", "4", "--batch-size", "16",
-        "--eval-problems", "16", "--eval-every", "2", "--ckpt-every", "2", "--samples-every", "2", "--pass-n", "4",
-        "--pass-problems", "8", "--early-iteration", "2"]
+        "--eval-problems", "16"]
 
 
-def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, planted, capsys):
+def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, planted, capsys, tiny_rl):
     """Two iterations, then --resume to four, against four straight: the same weights, curve and log."""
     cfg = pav.parse_config(rl.RLConfig, TINY + ["--out", str(tmp_path)])
     rl.check(cfg)
@@ -194,10 +194,11 @@ def run_script(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_rl_script_end_to_end_then_resume(tmp_path):
+def test_rl_script_end_to_end_then_resume(tmp_path, tiny_rl, capsys):
+    """The script in-process (its schedule shrunk by tiny_rl), then as a user runs it to resume."""
     out = tmp_path / "out"
-    first = run_script(TINY + ["--out", str(out)], tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
+    rl.main(TINY + ["--out", str(out)])
+    stdout = capsys.readouterr().out
     report = json.loads((out / "rl.json").read_text())
     for key in ("sample_efficiency", "final_accuracy", "pass", "early_pass", "seeds"):
         assert key in report
@@ -207,12 +208,11 @@ def test_rl_script_end_to_end_then_resume(tmp_path):
     assert set(report["final_accuracy"]) == {"orm", "pav"}
     assert (out / "rl.png").stat().st_size > 0 and (out / "rl_early.png").stat().st_size > 0
     assert "step 1:" in (out / "seed0" / "rl" / "samples_pav_seed0.txt").read_text()
-    lines = [l for l in first.stdout.splitlines() if l.startswith("pav_seed0 iter ")]
+    lines = [l for l in stdout.splitlines() if l.startswith("pav_seed0 iter ")]
     assert len(lines) == 4 and "| reward " in lines[0] and "| kl " in lines[0] and "| eval acc " in lines[1]
     # a finished run resumed: nothing is trained again, the summary is the same
-    again = run_script(TINY + ["--out", str(out), "--resume"], tmp_path)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming at iteration 4" in again.stdout
+    rl.main(TINY + ["--out", str(out), "--resume"])
+    assert "resuming at iteration 4" in capsys.readouterr().out
     assert json.loads((out / "rl.json").read_text())["seeds"] == report["seeds"]
     # resumed with other settings: refused in one line before any policy is loaded
     changed = run_script(TINY + ["--out", str(out), "--resume", "--lr", "0.5"], tmp_path)
@@ -225,29 +225,35 @@ def test_rl_script_end_to_end_then_resume(tmp_path):
     assert len(corrupt.stderr.strip().splitlines()) == 1 and "policy" not in corrupt.stdout
 
 
-def test_resume_with_nothing_to_resume_starts_over_and_says_so(tmp_path):
-    out = tmp_path / "out"
-    r = run_script(TINY + ["--out", str(out), "--resume", "--iterations", "1"], tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "orm_seed0: no checkpoint" in r.stdout and "starting it over" in r.stdout
-    assert (out / "rl.json").exists()
+def test_resume_with_nothing_to_resume_starts_over_and_says_so(tmp_path, tiny_rl, capsys):
+    rl.main(TINY + ["--out", str(tmp_path / "out"), "--resume", "--iterations", "1"])
+    out = capsys.readouterr().out
+    assert "orm_seed0: no checkpoint" in out and "starting it over" in out
+    assert (tmp_path / "out" / "rl.json").exists()
 
 
 @pytest.mark.parametrize("args, message", [
     (["--alpha", "-0.5"], "--alpha"),
     (["--batch-size", "0"], "--batch-size"),
     (["--task", "nonsense"], "unknown task"),
-    (["--batch-size", "10", "--group", "4"], "multiple of --group"),
+    (["--batch-size", "10"], "multiple of 4"),
     (["--seeds", "0,x"], "--seeds"),
-    (["--prover", "bo1"], "needs --advantages mc"),
-    (["--advantages", "mc", "--prover", "bo8", "--rl-mc", "4"], "--rl-mc at least K"),
+    (["--control", "mu"], "--control must be mu-pi or reward-q"),
+    (["--gammas", "0"], "--gammas entries must be positive"),
+    (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+    (["--lr", "inf"], "--lr must be a positive"),
+    (["--iterations", "0"], "--iterations must be a positive"),
+    (["--seed", "1"], "unrecognized arguments: --seed"),
+    (["--prover", "bo0"], "--prover 'bo0' must be boK"),
 ])
-def test_bad_input_fails_fast_with_one_line(tmp_path, args, message):
-    r = run_script(["--task", "planted", "--out", str(tmp_path / "out"), *args], tmp_path)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
-    assert not (tmp_path / "out" / "policy").exists()   # before any work
+def test_bad_input_fails_fast_with_one_line(tmp_path, args, message, capsys):
+    """In-process (a subprocess per case spends seconds importing torch; tests/test_cli.py runs some as a user)."""
+    with pytest.raises(SystemExit) as e:
+        rl.main(["--task", "planted", "--out", str(tmp_path / "out"), *args])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+    assert not (tmp_path / "out").exists()   # before any work
 
 
 def test_sample_efficiency_by_hand():
@@ -272,3 +278,34 @@ def test_sample_efficiency_by_hand():
                             {"ratio": 3.0, "lower_bound": True}])
     assert m == {"mean": 2.5, "undefined": 1, "lower_bound": True}
     assert rl.mean_efficiency([{"ratio": None, "lower_bound": True}]) == {"mean": None, "undefined": 1, "lower_bound": False}
+
+
+def test_kl_term_value_and_gradient_by_hand():
+    """The k3 term alone (rewards 0, coefficient 1): its value and its gradient with respect to log pi."""
+    logp = torch.tensor([[math.log(0.5), math.log(0.2)]], requires_grad=True)
+    ref = torch.tensor([[math.log(0.25), math.log(0.4)]])
+    loss = rl.pg_loss(logp, ref, torch.zeros(1, 2), torch.ones(1, 2), kl_coef=1.0)
+    # r = ref - logp = ln 0.5, ln 2: exp(r) - r - 1 = 0.5 + 0.693147 - 1 = 0.193147 and 2 - 0.693147 - 1 = 0.306853
+    assert loss.item() == pytest.approx((0.193147 + 0.306853) / 2, abs=1e-6)
+    loss.backward()
+    # d/d logp [exp(ref - logp) - (ref - logp) - 1] = 1 - exp(r): 0.5 and -1, over the two tokens
+    assert logp.grad.tolist() == [pytest.approx([0.25, -0.5])]
+
+
+def test_kl_term_expected_gradient_is_that_of_kl_ref_to_pi():
+    """pg_loss's docstring: sampled from pi, the k3 term's gradient is in expectation that of KL(pi_ref || pi). Exact
+    expectation over a three-way softmax."""
+    z = torch.tensor([0.3, -1.0, 0.5], requires_grad=True)
+    ref = torch.log_softmax(torch.tensor([1.0, 0.2, -0.4]), -1)
+    pi = torch.softmax(z, -1).detach()
+    expected = torch.zeros(3)
+    for a in range(3):
+        logp = torch.log_softmax(z, -1)[a].view(1, 1)
+        g, = torch.autograd.grad(rl.pg_loss(logp, ref[a].view(1, 1), torch.zeros(1, 1), torch.ones(1, 1), 1.0), z)
+        expected += pi[a] * g
+    kl_ref_pi = (ref.exp() * (ref - torch.log_softmax(z, -1))).sum()
+    want, = torch.autograd.grad(kl_ref_pi, z)
+    torch.testing.assert_close(expected, want)
+    kl_pi_ref = (torch.softmax(z, -1) * (torch.log_softmax(z, -1) - ref)).sum()
+    other, = torch.autograd.grad(kl_pi_ref, z)
+    assert not torch.allclose(expected, other, atol=1e-3)                # the two directions differ away from pi_ref

@@ -1,5 +1,5 @@
-"""The verifiers (section 4.2, appendix D): one-pass scoring, class balance, soft labels, a fit to exact Q-values on
-`planted`, the BoK transform, the PAV's scores and the effective reward, and first-pit labelling."""
+"""The verifiers (section 4.2): one-pass scoring, the loss on soft labels, a fit to exact Q-values on `planted`, the BoK
+transform, the PAV's scores and the effective reward, and the verifier cache."""
 
 import copy
 import dataclasses
@@ -117,117 +117,43 @@ def alone(v, prompt, response, table):
     return q
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Class balance
-
-def test_balanced_weights_by_hand():
-    labels = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.0])                         # >= 0.5: two; < 0.5: three
-    w = pav.balanced_weights(labels)
-    assert w.tolist() == pytest.approx([5 / 6, 5 / 4, 5 / 6, 5 / 4, 5 / 6], abs=1e-6)
-    high = labels >= 0.5
-    assert w[high].sum().item() == pytest.approx(w[~high].sum().item(), abs=1e-6)
-    assert w.mean().item() == pytest.approx(1.0, abs=1e-6)
-    many = torch.rand(1000, generator=torch.Generator().manual_seed(0)) ** 3  # mostly low
-    wm = pav.balanced_weights(many)
-    assert wm.mean().item() == pytest.approx(1.0, abs=1e-5)
-    assert wm[many >= 0.5].sum().item() == pytest.approx(wm[many < 0.5].sum().item(), rel=1e-5)
-    for one_bucket in (torch.tensor([0.0, 0.2, 0.49]), torch.tensor([0.5, 1.0]), torch.tensor([0.7])):
-        assert pav.balanced_weights(one_bucket).tolist() == [1.0] * len(one_bucket)
-
-
-def test_explained_signal_by_hand():
-    counts, pred = torch.tensor([0.0, 2.0, 4.0]), torch.tensor([0.1, 0.5, 0.9])   # labels y = 0, 0.5, 1 of n = 4
-    noise = (0 + 0.25 + 0) / 3 / 3                                             # mean y (1 - y) / (n - 1)
-    signal = (0 + 0.25 + 1) / 3 - 0.5 ** 2 - noise                             # Var(y) - noise
-    r2, sd = pav.explained_signal(pred, counts, 4)
-    assert r2 == pytest.approx(1 - ((0.01 + 0 + 0.01) / 3 - noise) / signal, abs=1e-6)
-    assert sd == pytest.approx(math.sqrt(signal), abs=1e-6)
-    assert math.isnan(pav.explained_signal(pred, torch.tensor([0.0, 1.0, 1.0]), 1)[0])   # n = 1: noise unknown
-
-
-def test_explained_signal_removes_the_monte_carlo_noise():
-    """Rare high Q among many low ones (arith with p_err 0.6), labels from 4 rollouts each: the noise dwarfs the
-    signal, yet the exact Q scores 1, the mean 0 and halfway between them 3/4."""
-    g = torch.Generator().manual_seed(0)
-    q = torch.tensor([0.1, 0.12, 0.17, 0.37, 1.0])[torch.multinomial(torch.tensor([80.0, 10, 5, 3, 2]), 400_000,
-                                                                        replacement=True, generator=g)]
-    counts = torch.binomial(torch.full_like(q, 4.0), q, generator=g)
-    assert pav.explained_signal(q, counts, 4)[0] == pytest.approx(1.0, abs=0.02)
-    assert pav.explained_signal(torch.full_like(q, float(q.mean())), counts, 4)[0] == pytest.approx(0.0, abs=0.02)
-    assert pav.explained_signal((q + q.mean()) / 2, counts, 4)[0] == pytest.approx(0.75, abs=0.02)
-    naive = 1 - ((q - counts / 4) ** 2).mean() / (counts / 4).var()            # without removing the noise
-    assert naive < 0.6
-
-
-def test_check_fit_warns_when_the_verifier_predicts_the_mean(monkeypatch, capsys):
-    q = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]] * 50)                 # (R, H+1) true Q, 0 or 1
-    counts, labelled = q * 4, torch.ones(q.shape, dtype=torch.bool)            # labels of n = 4, noiseless at 0 and 1
-    for pred, warned in ((q, False), (torch.full_like(q, float(q.mean())), True)):
-        monkeypatch.setattr(pav, "predict_q", lambda *args, pred=pred: (pred, labelled))
-        r2 = pav.check_fit(None, "PQM", None, [], [], counts, labelled, 4, None)
-        assert r2 == pytest.approx(0.0 if warned else 1.0, abs=1e-6)
-        assert ("warning: the PQM has learned little" in capsys.readouterr().out) == warned
-
-
-def test_weighted_bce_is_the_average_of_the_buckets_mean_bce():
-    labels = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.0])
-    logits = torch.tensor([0.3, -1.2, 2.0, 0.5, -0.7])
-    w = pav.balanced_weights(labels)
-    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
-    loss = ((w * bce).sum() / w.sum()).item()                                 # as train_verifier reduces it
-
-    def by_hand(x, y):
-        s = 1 / (1 + math.exp(-x))
-        return -(y * math.log(s) + (1 - y) * math.log(1 - s))
-
-    pairs = list(zip(logits.tolist(), labels.tolist()))
-    low = [by_hand(x, y) for x, y in pairs if y < 0.5]
-    high = [by_hand(x, y) for x, y in pairs if y >= 0.5]
-    assert len(low) == 3 and len(high) == 2
-    assert loss == pytest.approx((sum(low) / 3 + sum(high) / 2) / 2, abs=1e-6)
-    assert loss != pytest.approx(sum(low + high) / 5, abs=1e-3)               # not the plain mean
-
-
-@pytest.mark.parametrize("balance, expected", [(True, 0.5), (False, 0.18)])
-def test_train_verifier_balances_the_buckets(planted, balance, expected):
-    """Ten identical inputs (the bare problem), nine labelled 0.1 and one 0.9: a verifier that cannot tell them apart
-    settles where the loss puts it. Balanced buckets (--balance): (0.1 + 0.9) / 2 = 0.5; the plain mean: 0.18."""
+def test_train_verifier_settles_at_the_mean_label_where_it_cannot_tell_inputs_apart(planted):
+    """Ten identical inputs (the bare problem), nine labelled 0.1 and one 0.9: the cross-entropy's minimum is their
+    mean, 0.18 (no rounding, and no class balance: every prefix counts the same)."""
     tok = planted.tokenizer
     prompts, responses = [[P_BOS]] * 10, [[]] * 10
     labels = torch.tensor([[0.1]] * 9 + [[0.9]])                              # (R, H+1) with H = 0
     table = data.step_end_table(tok, None)
-    cfg = pav.Config(task="planted", verifier_steps=150, verifier_batch=16, verifier_lr=1e-2, balance=balance)
+    cfg = pav.Config(task="planted", verifier_steps=150)
     v = pav.train_verifier(pav.Verifier(tiny_llama(len(tok), hidden=16, layers=1)), tok, prompts, responses, labels,
-                           torch.ones(10, 1, dtype=torch.bool), table, cfg, desc="balance")
+                           torch.ones(10, 1, dtype=torch.bool), table, cfg, desc="mean")
     q, _ = pav.predict_q(v, tok, prompts[:1], responses[:1], table)
-    # measured 0.481 balanced (batches without the 0.9 row pull a little low: each batch's loss is normalised by its
-    # own weights) and 0.178 plain; each is far outside the other's interval
-    assert abs(q[0, 0].item() - expected) < 0.1, q
+    assert abs(q[0, 0].item() - 0.18) < 0.05, q
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Soft labels are never rounded
 
-@pytest.mark.parametrize("backbone_lr, top_layers", [(1e-2, 0), (0.0, 1)])
-def test_soft_labels_train_toward_their_value(planted, backbone_lr, top_layers):
-    """Every prefix labelled 0.3: the verifier predicts 0.3, not 0 or 1 (rounding would give 0). Its backbone either
-    trains, or (pav.py's default) is frozen, its states cached, and left exactly as it was."""
+@pytest.mark.parametrize("top_layers", [0, 1])
+def test_soft_labels_train_toward_their_value(planted, top_layers):
+    """Every prefix labelled 0.3: the verifier predicts 0.3, not 0 or 1 (rounding would give 0). Its backbone is frozen
+    and left exactly as it was."""
     tok = planted.tokenizer
     table = data.step_end_table(tok, None)
     responses = PLANTED_RESPONSES
     prompts = [[P_BOS]] * len(responses)
     labels = torch.full((5, 11), 0.3)
     labelled = torch.ones(5, 11, dtype=torch.bool)                            # train_verifier masks past the end
-    cfg = pav.Config(task="planted", verifier_steps=400, verifier_batch=8, verifier_lr=backbone_lr)
+    cfg = pav.Config(task="planted", verifier_steps=400)
     v = pav.Verifier(tiny_llama(len(tok), hidden=16, layers=1), top_layers=top_layers)
     before = [p.detach().clone() for p in v.lm.parameters()]
     v = pav.train_verifier(v, tok, prompts, responses, labels, labelled, table, cfg, desc="soft")
-    unchanged = all(torch.equal(a, b) for a, b in zip(before, v.lm.parameters()))
-    assert unchanged == (backbone_lr == 0)
+    assert all(torch.equal(a, b) for a, b in zip(before, v.lm.parameters()))
     assert all(p.requires_grad for p in v.parameters())                      # handed back trainable
     q, m = pav.predict_q(v, tok, prompts, responses, table)
     assert m.sum() == 3 + 6 + 1 + 10 + 2 + 5
-    assert (q[m] - 0.3).abs().max().item() < 0.03, q[m]   # measured max error 0.007 trained, 0.009 frozen
+    # a frozen random backbone alone (top_layers 0) gives the head features that vary with position: 0.053 measured
+    assert (q[m] - 0.3).abs().max().item() < (0.03 if top_layers else 0.08), q[m]
 
 
 def test_frozen_backbone_trains_the_same_with_and_without_its_cached_features(planted, monkeypatch):
@@ -238,10 +164,10 @@ def test_frozen_backbone_trains_the_same_with_and_without_its_cached_features(pl
     responses = PLANTED_RESPONSES
     prompts = [[P_BOS]] * len(responses)
     labels = torch.rand(5, 11, generator=torch.Generator().manual_seed(0))
-    cfg = pav.Config(task="planted", verifier_steps=20, verifier_batch=4, micro_batch_size=2)
+    cfg = pav.Config(task="planted", verifier_steps=20, micro_batch_size=16)
     weights = []
-    for limit in (pav.STATE_CACHE_BYTES, 0):
-        monkeypatch.setattr(pav, "STATE_CACHE_BYTES", limit)
+    for limit in (pav.FEATURE_CACHE_BYTES, 0):
+        monkeypatch.setattr(pav, "FEATURE_CACHE_BYTES", limit)
         torch.manual_seed(0)
         v = pav.Verifier(tiny_llama(len(tok), hidden=16, layers=1), top_layers=1)
         start = torch.cat([p.detach().flatten() for p in v.parameters()])
@@ -282,46 +208,6 @@ def test_collect_labels_counts_are_fractional():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# First pit
-
-def test_first_pit_stops_after_the_first_zero(monkeypatch):
-    """A deterministic model on planted with target 1 2 3 4 5: from any prefix it continues 1 -> 2 -> 3 -> 4 -> 5 and
-    ends everything else, so each prefix's outcome is known by hand."""
-    task = data.Planted(target=(1, 2, 3, 4, 5))
-    tok = task.tokenizer
-    succ = {v: P_EOS for v in range(17)} | {P_BOS: 1, 1: 2, 2: 3, 3: 4, 4: 5}
-    model = bigram_llama(17, succ)
-    problems = task.problems(1, random.Random(0))
-    responses = [[1, 2, 7, 1, 2, 3, 4, 5, P_EOS],       # pit at depth 3 ([1, 2, 7] -> EOS), successes after it
-                 [9, 1, 2, 3, 4, 5, P_EOS],             # pit at depth 1
-                 [1, 2, 3, 4, 5, P_EOS],                # no pit
-                 [1, 2, 3, 4, 6, 1, 2, 3, 4, 5]]        # pit at depth 5; 10 tokens, complete at the length limit
-    n = 4
-    want = torch.tensor([[1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0],
-                         [1, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0],
-                         [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0],
-                         [1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1]], dtype=torch.float) * n
-    cfg = pav.Config(task="planted")
-    full, full_m = pav.collect_labels(model, task, tok, problems, [0] * 4, responses, n, cfg, None)
-    assert full_m.sum(1).tolist() == [10, 8, 7, 11]
-    assert (full * full_m).tolist() == (want * full_m).tolist()
-
-    sent = []
-    real = pav.mc_successes
-    monkeypatch.setattr(pav, "mc_successes", lambda m, t, k, p, prefixes, *a, **kw:
-                        sent.extend(prefixes) or real(m, t, k, p, prefixes, *a, **kw))
-    pit, pit_m = pav.collect_labels(model, task, tok, problems, [0] * 4, responses, n, cfg, None, first_pit=True)
-    depths = [4, 2, 7, 6]                                 # labelled through the first zero (or the whole response)
-    assert pit_m.sum(1).tolist() == depths
-    for r, d in enumerate(depths):
-        assert pit_m[r, :d].all() and not pit_m[r, d:].any()
-        assert pit[r, :d].tolist() == want[r, :d].tolist() and (pit[r, d:] == 0).all()
-    # no rollout budget was spent past a pit
-    assert sorted(map(tuple, (p for _, p in sent))) == sorted(tuple(y[:h]) for y, d in zip(responses, depths)
-                                                              for h in range(d))
-
-
-# --------------------------------------------------------------------------------------------------------------
 # PAV scores and the effective reward
 
 def test_pav_score_bok_prover(arith):
@@ -329,23 +215,13 @@ def test_pav_score_bok_prover(arith):
     table = data.step_end_table(tok, "\n")
     pqm = random_verifier(len(tok))
     prompts, responses = arith_batch(arith)
-    q_pi, q_mu, a_mu, m, m_adv = pav.PAV(pqm, tok, table, k=4).score(prompts, responses)
+    q_pi, q_mu, a_mu, m, m_adv = pav.PAV(pqm, tok, table, 4).score(prompts, responses)
     q_ref, m_ref = pav.predict_q(pqm, tok, prompts, responses, table)
     assert torch.equal(q_pi, q_ref) and torch.equal(m, m_ref) and torch.equal(m_adv, m[:, 1:])
     assert torch.allclose(q_mu, (1 - (1 - q_pi) ** 4) * m, atol=1e-7)
     assert torch.allclose(q_mu, pav.bok_closed(q_pi, 4) * m) and (q_mu[~m] == 0).all()
     assert torch.allclose(a_mu, (q_mu[:, 1:] - q_mu[:, :-1]) * m_adv) and (a_mu[~m_adv] == 0).all()
     assert (q_mu[m] >= q_pi[m]).all()                                          # Bo4 is at least as strong as pi
-    # a prover with a verifier of its own
-    other = random_verifier(len(tok), seed=5)
-    q_pi2, q_mu2, a_mu2, _, _ = pav.PAV(pqm, tok, table, q_mu=other).score(prompts, responses)
-    q_other, _ = pav.predict_q(other, tok, prompts, responses, table)
-    assert torch.equal(q_pi2, q_pi) and torch.equal(q_mu2, q_other)
-    assert torch.allclose(a_mu2, pav.advantages(q_other) * m_adv)
-    with pytest.raises(AssertionError):
-        pav.PAV(pqm, tok, table)
-    with pytest.raises(AssertionError):
-        pav.PAV(pqm, tok, table, k=4, q_mu=other)
 
 
 def test_effective_reward_by_hand():
@@ -387,17 +263,17 @@ def exact_labels(task, responses, gamma):
 
 @pytest.fixture(scope="module")
 def planted_fit(planted):
-    """A 2-layer, 48-wide verifier trained from scratch on 400 gamma-prover responses labelled by the DP
-    (7-11 s on one core); 300 held-out responses from another seed."""
+    """A verifier with a random, frozen 2-layer backbone and two fresh layers on top, trained on 400 gamma-prover
+    responses labelled by the DP; 300 held-out responses from another seed."""
     tok = planted.tokenizer
     table = data.step_end_table(tok, None)
     train = prover_responses(planted, GAMMA, 400, seed=1)
     test = prover_responses(planted, GAMMA, 300, seed=2)
     q_train, m_train = exact_labels(planted, train, GAMMA)
     q_test, m_test = exact_labels(planted, test, GAMMA)
-    cfg = pav.Config(task="planted", verifier_steps=1000, verifier_batch=32, verifier_lr=3e-3, seed=0)
+    cfg = pav.Config(task="planted", verifier_steps=1000, seed=0)
     torch.manual_seed(0)
-    v = pav.Verifier(tiny_llama(len(tok), hidden=48, layers=2, init=0.02))
+    v = pav.Verifier(tiny_llama(len(tok), hidden=48, layers=2, init=0.02), top_layers=2)
     pav.train_verifier(v, tok, [[P_BOS]] * len(train), train, q_train.float(), m_train, table, cfg, desc="fit")
     pred, m_pred = pav.predict_q(v, tok, [[P_BOS]] * len(test), test, table)
     assert torch.equal(m_pred, m_test)
@@ -455,54 +331,23 @@ def test_bok_of_the_trained_pqm_matches_monte_carlo(planted, planted_fit):
 # --------------------------------------------------------------------------------------------------------------
 # The verifier cache key
 
-def test_verifier_settings_follow_every_training_setting(tmp_path, monkeypatch):
-    task = data.Arith()
-    base = pav.Config(task="arith")
-    key = pav.verifier_settings(task, base)
-    changed = [("n_problems", 100), ("n_cov", 3), ("n_mc", 8), ("first_pit", True), ("verifier_steps", 6),
-               ("verifier_batch", 8), ("verifier_lr", 1e-4), ("temperature", 0.7), ("seed", 1),
-               ("d_model", 64), ("n_layers", 2)]
-    for name, value in changed:
-        assert pav.verifier_settings(task, dataclasses.replace(base, **{name: value})) != key, name
-    # settings of the report and the prover table only: the cached verifiers are reused
-    # and K of a BoK prover: every BoK(pi) is derived from the same Q^pi verifier
-    for name, value in [("alpha", 1.0), ("eval_mc", 8), ("eval_verifier_problems", 8), ("table_mc", 128),
-                        ("n_states", 8), ("ks", "1,2"), ("eval_problems", 64), ("prover", "bo2")]:
-        assert pav.verifier_settings(task, dataclasses.replace(base, **{name: value})) == key, name
-    # a policy prover is keyed by its absolute path, wherever the run starts from
-    (tmp_path / "mu").mkdir()
-    (tmp_path / "mu" / "config.json").write_text("{}")
-    monkeypatch.chdir(tmp_path)
-    assert pav.verifier_settings(task, dataclasses.replace(base, prover="mu"))["prover"] == str(tmp_path / "mu")
-
-
-# benchmarks/verifier_targets.py: the all-correct flags it trains and scores on, and its AUC
-
-def test_verifier_targets_all_correct_flags_and_auc():
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-    import verifier_targets as vt
-    task = data.Arith()
-    problem = data.Problem("Q:5+6-0+8+5\n", "4")                 # clean lines 5+6=1, 1-0=1, 1+8=9, 9+5=4, A:4
-    table = data.step_end_table(task.tokenizer, "\n")
-    for text, want in [("5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4", [1, 1, 1, 1, 1, 1]),
-                       ("5+6=1\n1-0=2\n2+8=0\n0+5=5\nA:5", [1, 1, 0, 0, 0, 0]),   # wrong at line 2, then consistent
-                       ("5+6=3\n3-0=3", [1, 0, 0])]:
-        y = task.tokenizer.encode(text) + [task.tokenizer.eos_token_id]
-        assert vt.all_correct(task, problem, y, pav.step_cuts(y, table)) == want, text
-    pos = torch.tensor([True, True, False, False, False])
-    assert vt.auc(torch.tensor([0.9, 0.5, 0.1, 0.5, 0.2]), pos) == pytest.approx(5.5 / 6)   # (3 + 2.5) of 6 pairs
-    assert vt.auc(torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5]), pos) == 0.0
-    assert [vt.bok_of(t) for t in ("mc_bo4", "exact_bo16", "mc", "mc_bo0", "mc_box", "all_correct")] == \
-        [4, 16, None, None, None, None]
-    for bad in ("mc,nonsense", "mc_bo32"):                               # K > --n-mc cannot be estimated unbiasedly
-        with pytest.raises(SystemExit):
-            vt.main(["--targets", bad])
+def test_verifier_settings_follow_every_training_setting(facts):
+    base = pav.Config()
+    key = pav.verifier_settings(facts, base)
+    for name, value in [("n_problems", 100), ("n_mc", 8), ("verifier_steps", 6), ("seed", 1), ("d_model", 64),
+                        ("n_layers", 2), ("verifier_model", "policy")]:
+        assert pav.verifier_settings(facts, dataclasses.replace(base, **{name: value})) != key, name
+    # settings of the report, RL and search only; and K of the BoK prover: every BoK(pi) comes from one Q^pi verifier
+    for name, value in [("alpha", 1.0), ("eval_problems", 64), ("prover", "bo2"), ("batch_rows", 64),
+                        ("micro_batch_size", 8)]:
+        assert pav.verifier_settings(facts, dataclasses.replace(base, **{name: value})) == key, name
+    assert pav.verifier_settings(data.get_task("arith"), base) != key                   # another task's policy
 
 
 def test_verifiers_train_only_what_is_asked_and_reuse_the_cached_labels(planted, tmp_path, monkeypatch):
     """rl.py asks for the PQM alone; a later caller that needs the ORM too trains it from the cached labels (no new
     rollouts), and both come out as if trained together."""
-    cfg = pav.Config(task="planted", n_problems=6, n_mc=2, verifier_steps=3, verifier_batch=4, batch_rows=64)
+    cfg = pav.Config(task="planted", n_problems=6, n_mc=2, verifier_steps=3, batch_rows=64, verifier_model="policy")
     policy = tiny_llama(len(planted.tokenizer), hidden=32, layers=1)
     cpu = torch.device("cpu")
 
@@ -511,24 +356,35 @@ def test_verifiers_train_only_what_is_asked_and_reuse_the_cached_labels(planted,
         return pav.load_or_train_verifiers(policy, planted, planted.tokenizer, dataclasses.replace(cfg, out=str(out)),
                                            cpu, names=names)
 
-    alone, path = train(tmp_path / "a", ["pqm"])
+    alone = train(tmp_path / "a", ["pqm"])
+    [path] = [os.path.join(tmp_path / "a" / "seed0" / "verifiers", d) for d in os.listdir(tmp_path / "a" / "seed0" / "verifiers")]
     assert list(alone) == ["pqm"] and not os.path.exists(os.path.join(path, "orm"))
     assert os.path.exists(os.path.join(path, "labels.pt"))
 
     def no_rollouts(*args, **kwargs):
         raise AssertionError("the labels are cached: no rollouts needed")
     with monkeypatch.context() as m:
-        m.setattr(pav, "seed_rollouts", no_rollouts)
+        m.setattr(pav, "rollout_responses", no_rollouts)
         m.setattr(pav, "collect_labels", no_rollouts)
-        later, _ = train(tmp_path / "a", None)
-    together, path_b = train(tmp_path / "b", None, state=1)
+        later = train(tmp_path / "a", ("orm", "pqm"))
+    together = train(tmp_path / "b", ("orm", "pqm"), state=1)
+    path_b = str(tmp_path / "b" / "seed0" / "verifiers" / os.path.basename(path))
     assert set(later) == set(together) == {"orm", "pqm"}
-    labels = [torch.load(os.path.join(p, "labels.pt")) for p in (path, path_b)]
+    labels = [torch.load(os.path.join(p, "labels.pt"), weights_only=True) for p in (path, path_b)]
     assert labels[0]["responses"] == labels[1]["responses"] and torch.equal(labels[0]["counts"], labels[1]["counts"])
     for name in ("orm", "pqm"):
         for (k, v), w in zip(later[name].state_dict().items(), together[name].state_dict().values()):
             assert torch.equal(v, w), (name, k)
     # and the ORM trained: its head moved from the fresh head of a verifier built with the same seed
     torch.manual_seed(pav.stream_seed("verifier", cfg.seed))
-    fresh = pav.Verifier(copy.deepcopy(policy), cfg.verifier_layers)
+    fresh = pav.Verifier(copy.deepcopy(policy))
     assert not torch.equal(fresh.head.weight, later["orm"].head.weight)
+
+
+def test_verifier_loss_by_hand():
+    """train_verifier's loss: binary cross-entropy against soft labels, averaged over the labelled prefixes only."""
+    logits = torch.tensor([[0.0, math.log(3.0), 5.0]])                  # Q_hat = 0.5, 0.75, and an unlabelled one
+    labels = torch.tensor([[0.5, 0.25, 1.0]])
+    labelled = torch.tensor([[True, True, False]])
+    # -(0.5 ln 0.5 + 0.5 ln 0.5) = 0.693147; -(0.25 ln 0.75 + 0.75 ln 0.25) = 1.111643; their mean
+    assert pav.verifier_loss(logits, labels, labelled).item() == pytest.approx(0.902395, abs=1e-6)

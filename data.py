@@ -59,9 +59,8 @@ import torch
 class CharTokenizer:
     """One token per character; the special tokens come after the characters, so a task's symbols keep their ids.
 
-    It offers the slice of the Hugging Face tokenizer interface that the rest of the code uses
-    (`encode`, `decode`, `convert_ids_to_tokens`, `eos/bos/pad_token_id`, `save_pretrained`), so a real
-    tokenizer can stand in for it.
+    It offers the slice of the Hugging Face tokenizer interface that the rest of the code uses (`encode`, `decode`,
+    `eos/bos/pad_token_id`, `save_pretrained`), so a real tokenizer can stand in for it.
     """
 
     name = "char_tokenizer.json"
@@ -92,9 +91,6 @@ class CharTokenizer:
                 out.append(self.specials[i])
         return "".join(out)
 
-    def convert_ids_to_tokens(self, ids):
-        return [self.chars[i] if i < len(self.chars) else self.specials[i] for i in ids]
-
     def save_pretrained(self, path):
         with open(f"{path}/{self.name}", "w") as f:
             json.dump({"chars": self.chars}, f)
@@ -122,20 +118,15 @@ def step_end_table(tokenizer, delimiter):
 
 def delimiter_tokens(tokenizer, delimiter):
     """(V,) bool: the tokens whose decoded text contains `delimiter` (all of them for None). Decoding a 150k vocabulary
-    takes a while, so this is computed once per tokenizer (by its directory, or the object itself)."""
-    key = (getattr(tokenizer, "name_or_path", None) or id(tokenizer), len(tokenizer), delimiter)
-    if key in _TABLES and (isinstance(key[0], str) or _TABLES[key][0] is tokenizer):
-        return _TABLES[key][1]
-    if delimiter is None:
-        table = torch.ones(len(tokenizer), dtype=torch.bool)
-    else:
+    takes a while, so it is done once per tokenizer object."""
+    if (id(tokenizer), delimiter) not in _TABLES:
         texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
-        table = torch.tensor([delimiter in t for t in texts])
+        table = torch.tensor([delimiter is None or delimiter in t for t in texts])
         if not table.any():
             raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}, so no step could "
-                             "ever end; choose another with --step-delimiter")
-    _TABLES[key] = (tokenizer, table)
-    return table
+                             "ever end")
+        _TABLES[(id(tokenizer), delimiter)] = (tokenizer, table)          # the tokenizer kept alive: ids stay unique
+    return _TABLES[(id(tokenizer), delimiter)][1]
 
 
 _TABLES = {}

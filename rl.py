@@ -4,7 +4,7 @@ outcome reward alone (ORM-RL), from the same base policy, with the same samples 
     python rl.py                            # CPU: the default task, from nothing cached in about 12 minutes
     python rl.py --seeds 0,1,2              # three full pipelines (policy, labels, verifier, RL): mean and spread
     python rl.py --task arith               # the lesson: where outcome-only RL learns fast, dense rewards add little
-    python rl.py --task planted             # the paper's toy (section 3.3), with the exact gamma = 10 prover
+    python rl.py --task planted             # the paper's toy (section 3.3), with the gamma = 10 prover
     python rl.py --task planted --gammas 1,5,9,13,17,30   # the prover-strength sweep (Fig. 3b)
     python rl.py --control mu-pi            # section 3.2: mu = pi, advantages of the policy being trained
     python rl.py --control reward-q         # appendix G: reward Q^mu instead of A^mu
@@ -17,9 +17,9 @@ then print and save (runs/<task>/rl.json, rl.png) the accuracy curves against sa
 efficiency ratio, the final accuracy gap and Pass@N (Fig. 8a), and on planted Pass@N early on (Fig. 3c).
 
 Differences from the paper:
-1. Q^pi(s_h, a_h) in Eq. 5 is the response's own outcome Rex(y), the one-rollout Monte Carlo estimate that outcome RL
-   uses too, for every step of the response (as the paper does in RL); the baseline subtracted from it is the mean
-   outcome of the other responses to the same problem (leave-one-out), not a learned value function.
+1. Eq. 5 writes Q^pi(s_h, a_h) for step h; we estimate it, for every step of a response, by the response's own outcome
+   Rex(y) (one Monte Carlo rollout, the estimate outcome RL uses), minus the mean outcome of the other responses to the
+   same problem (a leave-one-out baseline) instead of a learned value function as the paper's baseline.
 2. alpha * A^mu enters as it is, with no baseline: A^mu is already centred (it is a difference of values).
 3. The KL penalty to the start policy (coefficient 0.001, the paper's) is the k3 estimator exp(r) - r - 1 with
    r = log pi_ref - log pi on the sampled tokens, added to the loss.
@@ -85,9 +85,8 @@ class RLConfig(pav.Config):
 def check(cfg):
     """Reject nonsense before any work; returns the seeds and the gammas."""
     pav.check_config(cfg)
-    seeds, gammas = parse_list(cfg.seeds, "seeds", int), parse_list(cfg.gammas, "gammas", float)
-    if any(g <= 0 for g in gammas):
-        pav.fail(f"--gammas entries must be positive, got {cfg.gammas!r}")
+    seeds = pav.number_list(cfg.seeds, "seeds", positive=False)
+    gammas = pav.number_list(cfg.gammas, "gammas", float)
     if cfg.batch_size % GROUP:
         pav.fail(f"--batch-size {cfg.batch_size} must be a multiple of {GROUP}, the responses per problem")
     if cfg.control not in ("", "mu-pi", "reward-q"):
@@ -95,13 +94,6 @@ def check(cfg):
     if len(gammas) > 1 and cfg.task != "planted":
         pav.fail("--gammas is planted's prover; the other tasks' prover is --prover")
     return seeds, gammas
-
-
-def parse_list(text, name, kind):
-    try:
-        return [kind(v) for v in text.split(",")]
-    except ValueError:
-        pav.fail(f"--{name} must be a comma-separated list of {kind.__name__}s, got {text!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -58,14 +58,11 @@ TUNE_N, TUNE_PROBLEMS = 8, 128   # --alphas: the budget and the number of (train
 def check(cfg):
     """Reject nonsense before any work; returns the budgets, the alphas to try and the provers K to sweep."""
     pav.check_config(cfg)
-    ns = sorted(set(pav.int_list(cfg.ns, "ns")))
-    try:
-        alphas = [float(a) for a in cfg.alphas.split(",")] if cfg.alphas else []
-    except ValueError:
-        pav.fail(f"--alphas must be a comma-separated list of numbers, got {cfg.alphas!r}")
-    if any(not (math.isfinite(a) and 0 <= a <= 10) for a in alphas):
+    ns = sorted(set(pav.number_list(cfg.ns, "ns")))
+    alphas = pav.number_list(cfg.alphas, "alphas", float, positive=False) if cfg.alphas else []
+    if any(not 0 <= a <= 10 for a in alphas):
         pav.fail(f"--alphas must be in [0, 10], got {cfg.alphas!r}")
-    return ns, alphas, pav.int_list(cfg.provers, "provers") if cfg.provers else []
+    return ns, alphas, pav.number_list(cfg.provers, "provers") if cfg.provers else []
 
 
 # --------------------------------------------------------------------------------------------------------------

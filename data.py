@@ -1,11 +1,12 @@
-r"""Tasks with verifiable answers, a character tokenizer, and the one rule that says where a step ends.
+r"""Tasks with verifiable answers, tokenizers, the one rule that says where a step ends, outcomes, and safe files.
 
-Two tasks, both small enough to learn on a laptop CPU in minutes:
+Tasks small enough to learn on a laptop CPU in minutes (`get_task`), and real problems from files:
 
-- `planted`: the paper's toy (section 3.3). A response is up to 10 tokens over 0..14, token 14 is EOS, and it
-  is correct iff a hidden target of length 5 occurs in it contiguously. Each token is one step. The task also
-  carries the paper's procedural gamma-prover and the exact Q-value of any prefix under it (dynamic programming).
-- `arith`: a chain of single-digit additions and subtractions modulo 10, one operation per line:
+- `planted`: the paper's toy (section 3.3): a response of up to 10 tokens is correct iff a hidden target of length 5
+  occurs in it contiguously; each token is one step. With the paper's procedural gamma-prover and the exact Q-value
+  of any prefix under it (dynamic programming).
+- `arith` and `facts`: a chain of single-digit additions and subtractions modulo 10, one operation per line, learned
+  from demonstrations that make errors (`Arith`):
 
       Q:5+6-0+8+5          (prompt)
       5+6=1                (step 1: copy the operands, write the result)
@@ -14,20 +15,9 @@ Two tasks, both small enough to learn on a laptop CPU in minutes:
       9+5=4
       A:4                  (last step: the final answer, then EOS)
 
-  Demonstrations make an error in each line's result with probability `p_err`; the error is carried forward, so
-  a policy warm-started on them errs at every depth and its accuracy is low but far from zero.
-
-Real problems come from JSON lines files in GSM8K's or MATH's layout (`FileTask`, `load_problems`). Their outcome
-check is what RL optimises, so it must not be lenient: `extract_answer` takes the one answer a response states (the
-\boxed{} in MATH's layout; the box, or the number after "####" or "the answer is", in GSM8K's) and gives none for a box
-that never closes, a MATH response without a box, a hedge (several different answers) or a bare last number.
-`answers_match` then compares plain numbers exactly and everything else with Hugging Face's math-verify (sympy
-underneath), as open RL projects do. On the 108 graded cases of tests/test_answers.py (`pytest tests/test_answers.py`)
-this check gives every verdict; math-verify with its own extraction gives 95, and this file's earlier hand-written
-check, which fell back to the last number and normalised LaTeX by rules, 84 (94 with the extraction above); the cases
-where the rules failed were LaTeX written otherwise (\sqrt2, x^{2}, \sqrt{12} = 2\sqrt{3}, sets, intervals).
-
-Run `python data.py --task arith` to print a few demonstrations.
+- JSON lines files in GSM8K's or MATH's layout (`FileTask`), with an answer check that RL cannot game
+  (`extract_answer`, `answers_match`): on the 108 graded cases of tests/test_answers.py it gives every verdict,
+  math-verify with its own extraction 95, a hand-written check that fell back to the last number 84.
 
 Differences from the paper:
 1. `planted`: the paper samples with a MADE-like MLP; we use a causal transformer (any Hugging Face causal LM), so
@@ -38,14 +28,14 @@ Differences from the paper:
    final-answer check.
 """
 
-import argparse
 import functools
 import hashlib
 import json
-import math
 import os
+import pathlib
 import random
 import re
+import shutil
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
@@ -58,10 +48,7 @@ import torch
 
 class CharTokenizer:
     """One token per character; the special tokens come after the characters, so a task's symbols keep their ids.
-
-    It offers the slice of the Hugging Face tokenizer interface that the rest of the code uses (`encode`, `decode`,
-    `eos/bos/pad_token_id`, `save_pretrained`), so a real tokenizer can stand in for it.
-    """
+    It offers the slice of the Hugging Face tokenizer interface the code uses, so a real tokenizer can stand in."""
 
     name = "char_tokenizer.json"
 
@@ -83,13 +70,8 @@ class CharTokenizer:
         return [self.bos_token_id] + ids if add_special_tokens else ids
 
     def decode(self, ids, skip_special_tokens=True):
-        out = []
-        for i in ids:
-            if i < len(self.chars):
-                out.append(self.chars[i])
-            elif not skip_special_tokens:
-                out.append(self.specials[i])
-        return "".join(out)
+        kept = [i for i in ids if i < len(self.chars) or not skip_special_tokens]
+        return "".join(self.chars[i] if i < len(self.chars) else self.specials[i] for i in kept)
 
     def save_pretrained(self, path):
         with open(f"{path}/{self.name}", "w") as f:
@@ -101,35 +83,26 @@ class CharTokenizer:
             return cls(json.load(f)["chars"])
 
 
-def step_end_table(tokenizer, delimiter):
-    """THE step rule, used by every stage: a step ends after any token whose text contains `delimiter`, or after a
-    token that ends the response (EOS; see `end_ids`).
+_TABLES = {}   # (id(tokenizer), delimiter) -> (tokenizer, its delimiter tokens (V,))
 
-    `delimiter=None` makes every token a step (the `planted` task). A token's text is what it decodes to, so a
-    byte-level BPE's "Ċ" counts as "\n". Returns a bool lookup table (V,), so the rollout engine can stop steps with
-    one gather. A response that hits the length limit also ends its last step (see `step_ends`).
-    """
+
+def step_end_table(tokenizer, delimiter):
+    """THE step rule, used by every stage: a step ends after any token whose decoded text contains `delimiter` (so a
+    byte-level BPE's "Ċ" counts as "\n"; None: every token) or that ends the response (`end_ids`). A bool table (V,),
+    so the rollout engine stops steps with one gather. The length limit also ends a step (`step_ends`)."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token, so a response could never end")
-    table = delimiter_tokens(tokenizer, delimiter).clone()               # (V,)
-    table[end_ids(tokenizer)] = True
-    return table
-
-
-def delimiter_tokens(tokenizer, delimiter):
-    """(V,) bool: the tokens whose decoded text contains `delimiter` (all of them for None). Decoding a 150k vocabulary
-    takes a while, so it is done once per tokenizer object."""
-    if (id(tokenizer), delimiter) not in _TABLES:
+    key = (id(tokenizer), delimiter)
+    if key not in _TABLES:   # decoding a 150k vocabulary takes a while: once per tokenizer object
         texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
-        table = torch.tensor([delimiter is None or delimiter in t for t in texts])
-        if not table.any():
+        found = torch.tensor([delimiter is None or delimiter in t for t in texts])
+        if not found.any():
             raise ValueError(f"no token of the tokenizer contains the step delimiter {delimiter!r}, so no step could "
                              "ever end")
-        _TABLES[(id(tokenizer), delimiter)] = (tokenizer, table)          # the tokenizer kept alive: ids stay unique
-    return _TABLES[(id(tokenizer), delimiter)][1]
-
-
-_TABLES = {}
+        _TABLES[key] = (tokenizer, found)                                  # the tokenizer kept alive: ids stay unique
+    table = _TABLES[key][1].clone()                                        # (V,)
+    table[end_ids(tokenizer)] = True
+    return table
 
 
 def end_ids(tokenizer):
@@ -138,15 +111,44 @@ def end_ids(tokenizer):
     return [tokenizer.eos_token_id] + list(getattr(tokenizer, "extra_end_ids", ()))
 
 
+def special_ids(tokenizer):
+    """What `sample` needs to know of a tokenizer: the ids that end a response, padding, the ids never sampled (BOS,
+    and PAD unless it ends a response), and the vocabulary size (Qwen2's embedding has rows past the tokenizer's)."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+    ends = end_ids(tokenizer)
+    banned = [i for i in (tokenizer.bos_token_id, pad) if i is not None and i not in ends]
+    return {"eos_id": ends if len(ends) > 1 else eos, "pad_id": pad, "banned": banned, "vocab": len(tokenizer)}
+
+
 def step_ends(ids, mask, table):
-    """Where steps end in a batch of responses: (B, T) bool. A step ends at a step-end token (see
-    `step_end_table`) and at the last valid token of every row: a response is over there, at EOS or at the length
-    limit, and for a prefix that is where its last (possibly unfinished) step stops."""
+    """Where steps end in a batch of responses: (B, T) bool. At a step-end token (`step_end_table`) and at the last
+    valid token of every row: a response is over there (EOS or the length limit), or a prefix's last step stops."""
     ends = table.to(ids.device)[ids] & mask                                # (B, T)
     last = mask.long().cumsum(-1).argmax(-1)                               # (B,) index of the last valid token
     has = mask.any(-1)                                                     # (B,)
     ends[has, last[has]] = True
     return ends
+
+
+def load_tokenizer(path):
+    """A model directory's tokenizer (`step_end_table` checks that it has EOS); without a padding token, EOS pads."""
+    from transformers import AutoTokenizer
+    if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ValueError(f"{path} is not a model directory: no such folder (and no model hub is reachable: "
+                         "HF_HUB_OFFLINE=1)")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"{path} is not a model directory: it has no config.json")
+    if os.path.isdir(path) and not any(n.endswith((".safetensors", ".bin")) for n in os.listdir(path)):
+        raise ValueError(f"{path} has a config.json but no weights (*.safetensors or *.bin)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as e:   # transformers raises many kinds here (OSError, ValueError, TypeError, ...)
+        raise ValueError(f"{path} has no tokenizer that AutoTokenizer can load ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200]})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -156,8 +158,7 @@ def step_ends(ids, mask, table):
 class Problem:
     prompt: str          # the problem text x (empty for `planted`: the BOS token alone starts the response)
     answer: str          # what the outcome check compares against (the hidden target for `planted`)
-    layout: str = ""     # a data file's layout (gsm8k or math): a user message, wrapped in the tokenizer's chat
-                         # template if it has one (pav.prompt_ids), whose answer `extract_answer` reads by the layout
+    layout: str = ""     # a data file's problem: gsm8k or math, which tells `extract_answer` where the answer is
 
 
 class Planted:
@@ -173,16 +174,13 @@ class Planted:
         self.tokenizer = CharTokenizer("0123456789abcd")                  # token k is the k-th character; EOS = 14
         assert self.tokenizer.eos_token_id == 14
         self.answer = self.tokenizer.decode(self.target)
-        # KMP automaton over match length k = 0..5 (5 = target found, absorbing).
-        L, n = len(self.target), self.n_tokens
-        self.delta = torch.zeros(L + 1, n, dtype=torch.long)              # (6, 15)
-        for k in range(L + 1):
-            for a in range(n):
-                if k == L:
-                    self.delta[k, a] = L
-                    continue
+        # KMP automaton over match length k = 0..5 (5 = target found, absorbing): the longest suffix that starts it
+        L = len(self.target)
+        self.delta = torch.full((L + 1, self.n_tokens), L, dtype=torch.long)   # (6, 15)
+        for k in range(L):
+            for a in range(self.n_tokens):
                 seq = self.target[:k] + [a]
-                self.delta[k, a] = max(j for j in range(L + 1) if j <= len(seq) and seq[len(seq) - j:] == self.target[:j])
+                self.delta[k, a] = max(j for j in range(k + 2) if seq[k + 1 - j:] == self.target[:j])
 
     def settings(self):   # what a policy trained on this task depends on
         return {"target": self.target, "demo_gamma": self.demo_gamma}
@@ -214,29 +212,22 @@ class Planted:
         V[:, L] = 1.0
         eos = self.tokenizer.eos_token_id
         for t in range(1, H + 1):
-            for k in range(L):
-                nxt = V[t - 1, self.delta[k]]                              # (15,) value after each next token
-                nxt[eos] = 0.0                                             # EOS ends the response unmatched
-                V[t, k] = (P[k] * nxt).sum()
+            nxt = V[t - 1][self.delta[:L]]                                 # (5, 15) value after each next token
+            nxt[:, eos] = 0.0                                              # EOS ends the response unmatched
+            V[t, :L] = (P[:L] * nxt).sum(-1)
         return V
 
     def exact_q(self, tokens, gamma, V=None):
         """Exact Q of a response prefix (a list of tokens) under the gamma-prover."""
         V = self.exact_values(gamma) if V is None else V
-        k = 0
-        for i, a in enumerate(tokens):
-            k = int(self.delta[k, a])
-            if k == len(self.target):
-                return 1.0
-            if a == self.tokenizer.eos_token_id:
-                return 0.0
+        k = self.match_state(tokens)
+        if k == len(self.target) or self.tokenizer.eos_token_id in tokens:   # found, or ended unmatched
+            return float(k == len(self.target))
         return float(V[self.max_new_tokens - len(tokens), k])
 
     def prover_complete(self, prefixes, gamma, n, generator=None):
         """Complete each prefix (list of token lists) n times with the gamma-prover; returns success (len*n,) float.
-
-        Vectorised over all rows; this is the procedural prover's counterpart of `pav.sample`.
-        """
+        Vectorised over all rows: the procedural prover's counterpart of `pav.sample`."""
         P, L, eos = self.prover_probs(gamma).float(), len(self.target), self.tokenizer.eos_token_id
         k = torch.tensor([self.match_state(p) for p in prefixes]).repeat_interleave(n)            # (N,)
         left = torch.tensor([self.max_new_tokens - len(p) for p in prefixes]).repeat_interleave(n)
@@ -250,36 +241,28 @@ class Planted:
         return (k == L).float()
 
     def demonstrations(self, n, rng, gamma=None):
-        """n responses from the gamma-procedural policy (None: `demo_gamma`), as (prompt, response) text pairs.
-
-        The paper warm-starts on 3,200 samples of gamma = 5. Ours uses gamma = 3 by default: our policy trained on
-        gamma = 5 finds the target about once in 1,000 samples, and outcome-only RL takes off from its first few
-        lucky successes; trained on gamma = 3, about once in 100,000, as sparse as the paper's toy needs (README)."""
+        """n responses from the gamma-procedural policy (None: `demo_gamma`, 3), as (prompt, response) text pairs.
+        The paper warm-starts on gamma = 5, on which our policy finds the target once in 1,000 samples, enough for
+        outcome-only RL to take off at once; on gamma = 3, once in 100,000, as sparse as the paper's toy needs."""
         g = torch.Generator().manual_seed(rng.randrange(2**31))
         gamma = self.demo_gamma if gamma is None else gamma
-        P, eos, out = self.prover_probs(gamma).float(), self.tokenizer.eos_token_id, []
+        P, eos = self.prover_probs(gamma).float(), self.tokenizer.eos_token_id
         k = torch.zeros(n, dtype=torch.long)
         toks = torch.zeros(n, self.max_new_tokens, dtype=torch.long)
         for t in range(self.max_new_tokens):
             toks[:, t] = torch.multinomial(P[k], 1, generator=g).squeeze(1)
             k = self.delta[k, toks[:, t]]
-        for row in toks.tolist():
-            row = row[:row.index(eos)] if eos in row else row
-            out.append(("", self.tokenizer.decode(row)))
-        return out
+        return [("", self.tokenizer.decode(row[:row.index(eos)] if eos in row else row)) for row in toks.tolist()]
 
 
 class Arith:
-    """Chains of single-digit + and - modulo 10, one operation per line, then the answer line `A:`.
-
-    The base policy is warm-started on right solutions, then on demonstrations that make errors, and copies them:
-    - `hard_facts=False` (the `arith` task): every line's result is wrong with probability p_err, so the policy's errors
-      are one kind of noise on arithmetic it knows, which outcome-only RL turns down quickly;
-    - `hard_facts=True` (the `facts` task): only the lines whose fact (`a+b` or `a-b`) is in a fixed half of the 200 are
-      wrong, with probability p_err, so the policy has about 100 facts to unlearn one by one; and the answer line lists
-      every line's result (`A:3719`), so a wrong chain cannot end right by luck (with one digit it does one time in 10).
-    Errors carry forward: a line starts from the result written on the line before.
-    """
+    """Chains of single-digit + and - modulo 10, one operation per line, then the answer line `A:`. The base policy
+    learns right solutions, then copies demonstrations whose errors carry forward (a line starts from the last result):
+    - `arith`: every line's result is wrong with probability p_err, one kind of noise on arithmetic the policy knows,
+      which outcome-only RL turns down quickly;
+    - `facts` (hard_facts): six lines, and only lines whose fact (`a+b`, `a-b`) is in a fixed half of the 200 err, about
+      100 facts to unlearn one by one; the answer lists every line's result (`A:371946`), so a wrong chain cannot end
+      right by luck. Six lines, not four: with four, outcome-only RL learned as fast (docs/experiments.md)."""
 
     delimiter = "\n"
 
@@ -311,15 +294,15 @@ class Arith:
     def solution(self, text, p_err, rng):
         """The worked solution of the problem `text` ("5+6-0"), each line's result wrong with probability p_err (on
         `facts`, each line whose fact is hard), the error carried forward."""
-        acc, lines, results = int(text[0]), [], []
+        acc, lines = int(text[0]), []
         for o, d in zip(text[1::2], map(int, text[2::2])):
             res = (acc + d if o == "+" else acc - d) % 10
             if p_err and (not self.hard_facts or self.is_hard(acc, o, d)) and rng.random() < p_err:
                 res = rng.choice([r for r in range(10) if r != res])
             lines.append(f"{acc}{o}{d}={res}")
             acc = res
-            results.append(str(res))
-        return "\n".join(lines + ["A:" + ("".join(results) if self.hard_facts else results[-1])])
+        answer = "".join(line[-1] for line in lines) if self.hard_facts else str(acc)   # facts: every line's result
+        return "\n".join(lines + [f"A:{answer}"])
 
     def demonstrations(self, n, rng, clean=False):
         """n (prompt, solution) pairs of training problems; with the task's errors unless `clean`."""
@@ -364,10 +347,6 @@ def last_boxed(text):
     return boxes[-1] if boxes else None
 
 
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-MARKERS = re.compile(r"####|answer is", re.IGNORECASE)
-
-
 def extract_answer(text, layout=None):
     r"""The one final answer a response states, or None. A response that could be credited by luck or by hedging states
     none: a \boxed{ that never closes, several different answers (boxes, or markers), several numbers after a marker
@@ -378,7 +357,7 @@ def extract_answer(text, layout=None):
     if boxes is None:
         return None
     if not boxes and layout != "math":
-        parts = MARKERS.split(text)[1:]
+        parts = re.split(r"####|answer is", text, flags=re.IGNORECASE)[1:]
         boxes = [p.lstrip(" :").split("\n")[0].strip().rstrip(".").strip("$ ") for p in parts]
         boxes = [b if "\\" in b else single_number(b) for b in boxes if b]
     if not boxes or None in boxes or len({b.replace(" ", "") for b in boxes}) > 1:
@@ -388,7 +367,7 @@ def extract_answer(text, layout=None):
 
 def single_number(text):
     """The number in a marker's text ("72 apples" -> "72"); the text itself if it has none; None if it has several."""
-    numbers = NUMBER.findall(text)
+    numbers = re.findall(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+", text)
     return text if not numbers else numbers[0] if len(numbers) == 1 else None
 
 
@@ -427,8 +406,7 @@ LAYOUTS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}
 
 def load_problems(path):
     r"""A JSON lines file of problems in GSM8K's layout ({"question", "answer": "... #### 72"}) or MATH's
-    ({"problem", "solution": "... \boxed{72} ..."}): a list of (question, reference solution, final answer, layout).
-    Raises ValueError naming the file and the line of the first bad problem."""
+    ({"problem", "solution": "... \boxed{72} ..."}): a list of (question, reference solution, final answer, layout)."""
     if not os.path.isfile(path):
         raise ValueError(f"data file {path} does not exist")
     out = []
@@ -451,8 +429,7 @@ def load_problems(path):
                 final = last_boxed(a)
             else:
                 final = a.rsplit("####", 1)[1].strip() if "####" in a else None
-            final = final or None
-            if not isinstance(q, str) or final is None:
+            if not isinstance(q, str) or not final:
                 raise ValueError(f"{path}:{n}: no final answer in the {LAYOUTS[layout][1]} (GSM8K ends it with "
                                  "'#### <answer>', MATH puts it in \\boxed{...})")
             out.append((q, a, final, layout))
@@ -462,11 +439,8 @@ def load_problems(path):
 
 
 class FileTask:
-    """Problems from JSON lines files (see `load_problems`); the outcome check compares final answers (`answers_match`).
-
-    `path` holds the training problems. Held-out problems come from `eval_path`, or, without one, are the problems
-    of `path` whose question's CRC32 is 0 mod 5 (the fixed split by problem that `arith` uses too).
-    """
+    """Problems from JSON lines files; the outcome check compares final answers. Held-out problems come from
+    `eval_path`, or, without one, are those of `path` whose question's CRC32 is 0 mod 5 (`arith`'s fixed split)."""
 
     name = "data"
 
@@ -509,8 +483,68 @@ def digest(path):
         return hashlib.sha1(f.read()).hexdigest()[:12]
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Files: every result, cache and checkpoint is written whole or not at all
+
+def write_atomic(path, write):
+    """Make the file or directory `path` with `write(tmp)` at a temporary name beside it, then rename it into place: a
+    run killed while writing leaves the previous version or nothing, never a half-written file."""
+    tmp = f"{path}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)                               # what a killed run left behind
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write(tmp)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def save_json(obj, path):
+    write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(obj, indent=1)))
+
+
+def read_json(path):
+    """A JSON file's contents, or None if it is missing or unreadable (a cache that does not match is rebuilt)."""
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_png(fig, path):
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Prompts and outcomes
+
+def prompt_ids(tokenizer, problem):
+    """The prompt's token ids. A problem from a data file is a user message: with a tokenizer that has a chat
+    template (an instruction model), it is wrapped in that template, which adds its own BOS."""
+    if problem.layout and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+        return tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode(problem.prompt, add_special_tokens=True)
+
+
+def is_complete(response, task, tokenizer):
+    """A response (token list) is complete when it ended with EOS or reached the length limit."""
+    return (len(response) > 0 and response[-1] in end_ids(tokenizer)) or len(response) >= task.max_new_tokens
+
+
+def response_text(tokenizer, response):
+    """A response's text, its EOS and what follows it cut off."""
+    ends = set(end_ids(tokenizer))
+    return tokenizer.decode(response[:next((i for i, t in enumerate(response) if t in ends), len(response))])
+
+
+def outcome(task, tokenizer, problem, response):
+    """Rex(y, y*): 1.0 iff the response's final answer is right (EOS and what follows it ignored)."""
+    return task.check(problem, response_text(tokenizer, response))
+
+
 TASKS = {   # each task's settings, in one place (rl.py has each task's RL settings)
-    "facts": lambda: Arith("facts", n_ops=4, p_err=0.9, hard_facts=True),
+    "facts": lambda: Arith("facts", n_ops=6, p_err=0.9, hard_facts=True),
     "arith": lambda: Arith("arith", n_ops=4, p_err=0.35, hard_facts=False),
     "planted": lambda: Planted(),
 }
@@ -521,16 +555,3 @@ def get_task(name):
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     return TASKS[name]()
 
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="Print a few demonstrations of a task.")
-    ap.add_argument("--task", default="arith", help="planted or arith")
-    ap.add_argument("--n", type=int, default=3, help="how many demonstrations")
-    ap.add_argument("--seed", type=int, default=0, help="random seed")
-    args = ap.parse_args()
-    try:
-        task = get_task(args.task)
-    except ValueError as e:
-        ap.exit(2, f"error: {e}\n")
-    for prompt, response in task.demonstrations(args.n, random.Random(args.seed)):
-        print(prompt + response + "\n---")

@@ -1,42 +1,33 @@
 """Process advantage verifiers (PAVs): Monte Carlo Q-values, Best-of-K provers, advantages, and the verifiers that
-learn them, in the order of section 3 and section 4.2 of the paper; the machinery that feeds them comes last.
+learn them, in the order of sections 3 and 4.2 of the paper; the machinery that feeds them comes last.
 
-    python pav.py                      # CPU: the base policy, the prover table, ORM / PQM / PAV and their report
+    python pav.py                      # the base policy, then ORM / PQM / PAV and their report
     python pav.py --explain            # one held-out response, step by step: Q^pi, Q^mu, A^mu, effective reward
     python pav.py --task planted       # the paper's toy task (section 3.3)
     python pav.py --model DIR --data train.jsonl --eval-data test.jsonl   # your causal LM (a GPU), GSM8K/MATH files
 
-What `python pav.py` does:
-1. builds (first run) or loads the base policy pi, a tiny Llama warm-started on the task's demonstrations, and prints
-   its held-out accuracy;
-2. prints the prover table: for mu = pi and each Best-of-K prover BoK(pi), the two terms of Theorem 3.1 measured on
-   sampled states, distinguishability E_s Var_a[A^mu] and alignment E_s E_a[A^mu A^pi] (`runs/<task>/provers.json`);
-3. labels every prefix of a seed rollout per training problem with `n_mc` rollouts, trains the ORM (outcome of a whole
-   response), the PQM (Q^pi of every prefix, from which Q^mu of mu = BoK(pi) follows) and reports them against
-   held-out Monte Carlo labels (`runs/<task>/verifiers.json`).
+`python pav.py` builds (or loads) the base policy pi; labels every prefix of one rollout per training problem with
+`n_mc` rollouts, trains the ORM and the PQM (Q^pi, from which Q^mu of mu = BoK(pi) follows) and reports them against
+held-out Monte Carlo labels (`verifiers.json`). Which prover to pick, by Theorem 3.1's two terms measured on our
+task: `python benchmarks/prover_table.py`.
 
 Differences from the paper:
 1. The base policy is a ~0.8M-parameter Llama trained by us on a synthetic task, not Gemma on MATH (data.py).
-2. The prover table estimates each term from two independent halves of the rollouts, so that Monte Carlo noise inflates
-   neither the variance nor the product (the paper states the terms; it does not measure them).
-3. A verifier reads a head on the hidden state of each step's last token instead of logits at an appended scoring
+2. A verifier reads a head on the hidden state of each step's last token instead of logits at an appended scoring
    token: for a causal model both see the same prefix, and ours scores all prefixes of a response in one pass. Its
    backbone is frozen, with named additions on top (`Verifier`); the paper fine-tunes the whole model.
-4. The labels are one seed rollout per problem with `n_mc` rollouts from each of its prefixes: the paper's coverage
-   side of Fig. 6b's trade-off, neither its class balancing nor its "first pit" seeding (docs/experiments.md).
+3. The labels are one seed rollout per problem with `n_mc` rollouts from each of its prefixes: the coverage side of
+   Fig. 6b's trade-off, without class balancing or "first pit" seeding (docs/experiments.md).
 """
 
 import contextlib
 import copy
 import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import os
-import pathlib
 import random
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,13 +51,13 @@ def mc_successes(model, task, tokenizer, problems, prefixes, n, cfg, generator=N
     Q_hat^pi = successes / n. A complete prefix is not rolled out: its n 'rollouts' all have its own outcome.
     Returns (len(prefixes),) float."""
     counts = torch.zeros(len(prefixes))
-    todo = [i for i, (j, p) in enumerate(prefixes) if not is_complete(p, task, tokenizer)]
+    todo = [i for i, (j, p) in enumerate(prefixes) if not data.is_complete(p, task, tokenizer)]
     for i, (j, p) in enumerate(prefixes):
-        if is_complete(p, task, tokenizer):
-            counts[i] = n * outcome(task, tokenizer, problems[j], p)
+        if data.is_complete(p, task, tokenizer):
+            counts[i] = n * data.outcome(task, tokenizer, problems[j], p)
     responses = rollout_responses(model, task, tokenizer, problems, [prefixes[i] for i in todo], n, cfg,
                                   generator=generator)
-    wins = [outcome(task, tokenizer, problems[prefixes[todo[k // n]][0]], y) for k, y in enumerate(responses)]
+    wins = [data.outcome(task, tokenizer, problems[prefixes[todo[k // n]][0]], y) for k, y in enumerate(responses)]
     if todo:
         counts[todo] = torch.tensor(wins).view(-1, n).sum(-1)
     return counts
@@ -109,110 +100,40 @@ def step_cuts(response, table):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Theorem 3.1: which prover helps. Distinguishability and alignment of each candidate prover, on sampled states
-
-def prover_table(model, task, tokenizer, cfg):
-    """Distinguishability E_s Var_{a~pi}[A^mu(s,a)] and alignment E_s E_{a~pi}[A^mu(s,a) A^pi(s,a)] of mu = BoK(pi) for
-    each K in PROVER_KS, and on planted of the procedural gamma-provers, whose Q^mu is exact (data.Planted).
-
-    For each state s we sample m actions a ~ pi (one step each) and estimate Q^pi(s) and Q^pi(s, a) from two
-    independent halves of the rollouts. With two estimates A_1 and A_2 that are independent and unbiased (bok_unbiased
-    keeps BoK unbiased), the covariance of A_1 and A_2 across actions is unbiased for Var_a[A], and the mean of
-    A_1^mu A_2^pi for E_a[A^mu A^pi]: Monte Carlo noise inflates neither.
-    """
-    m, half, S = TABLE_ACTIONS, TABLE_MC // 2, TABLE_STATES
-    g = generator("prover table", cfg.seed, device=next(model.parameters()).device)
-    draw = rng("prover table", cfg.seed)
-    problems = task.problems(S, draw)
-    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(S)], 1, cfg, generator=g)
-    table = data.step_end_table(tokenizer, task.delimiter)
-    states = [(i, y[:draw.choice(step_cuts(y, table)[:-1])]) for i, y in enumerate(responses)]   # unfinished prefixes
-    r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in states], n=m,
-               max_new_tokens=[task.max_new_tokens - len(p) for _, p in states], temperature=TEMPERATURE,
-               stop_table=table, generator=g, **special_ids(tokenizer))
-    lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
-    after = [(states[k // m][0], states[k // m][1] + row[:L]) for k, (row, L) in enumerate(zip(ids, lengths))]
-    before = torch.stack([mc_successes(model, task, tokenizer, problems, states, half, cfg, g).view(S, 1)
-                          for _ in range(2)])                                                   # (2, S, 1)
-    after_c = torch.stack([mc_successes(model, task, tokenizer, problems, after, half, cfg, g).view(S, m)
-                           for _ in range(2)])                                                  # (2, S, m)
-    rows = [{"prover": "pi" if K == 1 else f"Bo{K}(pi)", "K": K, **theorem_terms(before, after_c, half, K),
-             "mean_q": float(bok_unbiased(after_c, half, K).mean())} for K in PROVER_KS]
-    for gamma in (TABLE_GAMMAS if task.name == "planted" else ()):
-        V = task.exact_values(gamma)
-        q_s = torch.tensor([task.exact_q(p, gamma, V) for _, p in states]).view(S, 1)
-        q_sa = torch.tensor([task.exact_q(p, gamma, V) for _, p in after]).view(S, m)
-        a = (q_sa - q_s).float()                                                                 # exact: no noise
-        a_pi = bok_unbiased(after_c, half, 1) - bok_unbiased(before, half, 1)                   # (2, S, m)
-        rows.append({"prover": f"gamma={gamma:g}", "gamma": gamma, **terms(a, a, a_pi.mean(0)),
-                     "mean_q": float(q_sa.mean())})
-    return rows
-
-
-def theorem_terms(before, after, n, K):
-    """Theorem 3.1's two terms for mu = BoK(pi) from success counts in two independent halves of n rollouts each:
-    before (2, S, 1) from each state s, after (2, S, m) from each of m sampled actions a ~ pi."""
-    a_mu = bok_unbiased(after, n, K) - bok_unbiased(before, n, K)         # (2, S, m): Eq. 2 under BoK(pi), per half
-    a_pi = bok_unbiased(after, n, 1) - bok_unbiased(before, n, 1)         # (2, S, m): the same under pi
-    return terms(a_mu[0], a_mu[1], a_pi[1])
-
-
-def terms(a1, a2, a_pi):
-    """From two independent unbiased estimates a1, a2 (S, m) of A^mu(s, a) and one a_pi of A^pi(s, a), independent of
-    a1: the covariance of a1 and a2 across actions estimates Var_a[A^mu] without Monte Carlo noise, and the mean of
-    a1 * a_pi estimates E_a[A^mu A^pi] (Theorem 3.1's distinguishability and alignment), each averaged over states."""
-    m, S = a1.shape[1], a1.shape[0]
-    var = ((a1 - a1.mean(1, keepdim=True)) * (a2 - a2.mean(1, keepdim=True))).sum(1) / (m - 1)      # (S,)
-    align = (a1 * a_pi).mean(1)                                                                      # (S,)
-    se = lambda v: float(v.std() / math.sqrt(S))
-    return {"distinguishability": float(var.mean()), "distinguishability_se": se(var),
-            "alignment": float(align.mean()), "alignment_se": se(align)}
-
-
-PROVER_KS = (1, 2, 4, 8, 16, 32)        # the provers BoK(pi) of the table
-TABLE_GAMMAS = (2, 5, 10, 15, 30)       # planted: the procedural provers of the table
-TABLE_STATES, TABLE_ACTIONS, TABLE_MC = 96, 4, 64   # states s, actions a ~ pi per state, rollouts per prefix (2 halves)
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Section 4.2: the verifier, a causal LM with a scalar head read at the end of every step
 
 class Verifier(torch.nn.Module):
     """Q_hat of every prefix of a response that ends at a step, all in one forward pass (section 4.2).
 
     The paper's verifier: a language model whose score at the end of a prefix predicts Q^pi. Here a linear head v on the
-    hidden state h_h at the last token of step h, Q_hat(s_h) = sigmoid(v(h_h)), on a frozen backbone `lm` (the policy's
-    copy, or `--verifier-model`). Three additions, each a switch, each for a measured reason (docs/experiments.md):
-    - `top_layers` fresh decoder layers between the frozen backbone and the head, so that the verifier can compare what
-      was written with what came before without fine-tuning the backbone;
-    - `surprise`: each token's log-probability under the backbone enters the top layers as one more input direction (a
-      wrong result digit is one the backbone found unlikely);
+    hidden state h_h at the last token of step h, Q_hat(s_h) = sigmoid(v(h_h)), on a frozen backbone `lm`. Three
+    additions, each a switch, each for a measured reason (docs/experiments.md, benchmarks/verifier_ablation.py):
+    - `top_layers` fresh decoder layers above the frozen backbone, to compare what was written with what came before;
+    - `surprise`: each token's log-probability under the backbone as one more input direction (a wrong result digit is
+      one the backbone found unlikely);
     - `survival`: Q_hat(s_h) = sigmoid(v(h_h)) * prod_{j <= h} sigmoid(u(h_j)), so that "some earlier step was wrong"
       is one term to learn instead of an AND over steps; u large gives back the plain head.
     """
 
-    def __init__(self, lm, top_layers=1, surprise=True, survival=True, top=None):
+    def __init__(self, lm, top_layers=1, surprise=True, survival=True):
         super().__init__()
-        self.lm, self.survival = lm, survival                                # any causal LM; its LM head is unused
+        self.lm, self.top_layers, self.survival = lm, top_layers, survival    # any causal LM; its LM head is unused
         c = lm.config.get_text_config()
-        if top is None and top_layers > 0:
-            top = LlamaModel(LlamaConfig(vocab_size=1, hidden_size=c.hidden_size, num_hidden_layers=top_layers,
-                                         intermediate_size=2 * c.hidden_size, num_attention_heads=c.num_attention_heads,
-                                         max_position_embeddings=c.max_position_embeddings,
-                                         bos_token_id=None, eos_token_id=None, pad_token_id=None))
-        self.top = top
+        self.top = LlamaModel(LlamaConfig(vocab_size=1, hidden_size=c.hidden_size, num_hidden_layers=top_layers,
+                                          intermediate_size=2 * c.hidden_size, num_attention_heads=c.num_attention_heads,
+                                          max_position_embeddings=c.max_position_embeddings, bos_token_id=None,
+                                          eos_token_id=None, pad_token_id=None)) if top_layers > 0 else None
         self.surprise = torch.nn.Linear(1, c.hidden_size, bias=False) if surprise else None
         if surprise:
             torch.nn.init.normal_(self.surprise.weight, std=0.1)
-        # A random (not zero) head: with a zero head the layers below get no gradient at first.
-        self.head = torch.nn.Linear(c.hidden_size, 2 if survival else 1)    # v (and u)
+        self.head = torch.nn.Linear(c.hidden_size, 2 if survival else 1)    # v (and u); random: the layers below learn
         if survival:
             with torch.no_grad():
                 self.head.bias[1] = 4.0   # sigmoid(4) = 0.98: every step survives at first, the plain head
 
     def features(self, ids, mask):
-        """What the frozen backbone gives the layers above: its last hidden states (B, L, D) and, with `surprise`, the
-        log-probability of each token given the ones before it (0 for the first) as channel D + 1. fp32."""
+        """The frozen backbone's last hidden states (B, L, D), fp32, and with `surprise` each token's log-probability
+        given the ones before it (0 for the first) as channel D + 1."""
         out = self.lm(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=True)
         h = out.hidden_states[-1].float()
         if self.surprise is None:
@@ -221,8 +142,8 @@ class Verifier(torch.nn.Module):
         return torch.cat([h, F.pad(logp, (0, 0, 1, 0))], -1)                                     # (B, L, D+1)
 
     def forward(self, ids, mask, pos, pos_mask, f=None):
-        """The logit of Q_hat (B, H+1) at the positions `pos` (B, H+1), valid where `pos_mask`. `f`: the backbone's
-        features if already computed (`train_verifier` computes them once)."""
+        """The logit of Q_hat (B, H+1) at the positions `pos` (B, H+1), valid where `pos_mask`; `f`: the backbone's
+        features, if already computed."""
         f = self.features(ids, mask) if f is None else f
         h = f if self.surprise is None else f[..., :-1] + self.surprise(f[..., -1:])              # (B, L, D)
         if self.top is not None:
@@ -237,42 +158,29 @@ class Verifier(torch.nn.Module):
         return log_q - torch.log(-torch.expm1(log_q))                     # logit(q) = log q - log(1 - q)
 
     def save(self, path):
+        """The backbone as a model directory; the layers above it, and the switches, in head.pt."""
         def save(tmp):
             self.lm.save_pretrained(tmp)
-            if self.top is not None:
-                self.top.save_pretrained(os.path.join(tmp, "top"))
-            extra = {"survival": self.survival, "surprise": None if self.surprise is None else self.surprise.state_dict()}
-            torch.save({"head": self.head.state_dict(), **extra}, os.path.join(tmp, "head.pt"))
-        write_atomic(path, save)
+            above = {k: v for k, v in self.state_dict().items() if not k.startswith("lm.")}
+            torch.save({"above": above, "switches": [self.top_layers, self.surprise is not None, self.survival]},
+                       os.path.join(tmp, "head.pt"))
+        data.write_atomic(path, save)
 
     @classmethod
     def load(cls, path, device):
         saved = load_tensors(os.path.join(path, "head.pt"), f"delete {path} and it is trained again")
-        top = os.path.join(path, "top")
-        v = cls(load_lm(path), surprise=saved["surprise"] is not None, survival=saved["survival"],
-                top=LlamaModel.from_pretrained(top) if os.path.isdir(top) else None)
-        v.head.load_state_dict(saved["head"])
-        if v.surprise is not None:
-            v.surprise.load_state_dict(saved["surprise"])
+        v = cls(load_lm(path), *saved["switches"])
+        v.load_state_dict({**{"lm." + k: w for k, w in v.lm.state_dict().items()}, **saved["above"]})
         return v.to(device).eval()
 
 
 def score_rows(tokenizer, prompts, responses, table):
     """Right-padded prompt + response rows (B, L), their mask (B, L), and the positions (B, H+1) at which the prefix
     values are read: the last prompt token (the bare problem, h = 0), then the last token of each step."""
-    rows, positions = [], []
-    for p, y in zip(prompts, responses):
-        rows.append(p + y)
-        positions.append([len(p) + c - 1 for c in step_cuts(y, table)] if y else [len(p) - 1])
-    L, H = max(len(r) for r in rows), max(len(q) for q in positions)
-    ids = torch.full((len(rows), L), tokenizer.pad_token_id, dtype=torch.long)          # (B, L)
-    mask = torch.zeros(len(rows), L, dtype=torch.long)                                   # (B, L)
-    pos = torch.zeros(len(rows), H, dtype=torch.long)                                    # (B, H+1)
-    pos_mask = torch.zeros(len(rows), H, dtype=torch.bool)                               # (B, H+1)
-    for i, (r, q) in enumerate(zip(rows, positions)):
-        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
-        pos[i, :len(q)], pos_mask[i, :len(q)] = torch.tensor(q), True
-    return ids, mask, pos, pos_mask
+    ids, mask = pad_rows([p + y for p, y in zip(prompts, responses)], tokenizer.pad_token_id)       # (B, L)
+    pos, pos_mask = pad_rows([[len(p) + c - 1 for c in step_cuts(y, table)] if y else [len(p) - 1]
+                              for p, y in zip(prompts, responses)], 0)                               # (B, H+1)
+    return ids, mask, pos, pos_mask.bool()
 
 
 @torch.no_grad()
@@ -295,8 +203,9 @@ class PAV:
     def __init__(self, pqm, tokenizer, table, k, batch=256):
         self.pqm, self.tokenizer, self.table, self.k, self.batch = pqm, tokenizer, table, k, batch
 
-    def score(self, prompts, responses):
-        """q_pi (B, H+1), q_mu (B, H+1), a_mu (B, H), and their masks (B, H+1), (B, H)."""
+    def score(self, prompts, responses, **_):
+        """q_pi (B, H+1), q_mu (B, H+1), a_mu (B, H), and their masks (B, H+1), (B, H). What other provers need to
+        score (rl.py passes it as keywords) is not needed here."""
         q_pi, m = predict_q(self.pqm, self.tokenizer, prompts, responses, self.table, self.batch)
         q_mu = bok_closed(q_pi, self.k) * m                       # every BoK prover from the one Q^pi verifier
         return q_pi, q_mu, advantages(q_mu) * m[:, 1:], m, m[:, 1:]
@@ -305,9 +214,10 @@ class PAV:
 # --------------------------------------------------------------------------------------------------------------
 # Training the verifiers on Monte Carlo labels (section 4.2)
 
-def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cfg, g, desc="labels"):
-    """n_mc rollouts under `prover` from every prefix of each response, depth by depth (every response's h-th prefix in
-    one batch): success counts (R, H+1) and where a prefix exists (R, H+1). Q_hat = counts / n_mc, a soft label."""
+def collect_labels(prover, task, tokenizer, problems, responses, n_mc, cfg, g, desc="labels"):
+    """n_mc rollouts under `prover` from every prefix of each response to its problem, depth by depth (every response's
+    h-th prefix in one batch): success counts (R, H+1) and where a prefix exists (R, H+1). Q_hat = counts / n_mc, a soft
+    label."""
     table = data.step_end_table(tokenizer, task.delimiter)
     cuts = [step_cuts(y, table) for y in responses]
     H = max(len(c) for c in cuts)
@@ -315,18 +225,31 @@ def collect_labels(prover, task, tokenizer, problems, index, responses, n_mc, cf
     for h in tqdm(range(H), desc=desc, leave=False):
         todo = [r for r in range(len(responses)) if h < len(cuts[r])]
         counts[todo, h] = mc_successes(prover, task, tokenizer, problems,
-                                       [(index[r], responses[r][:cuts[r][h]]) for r in todo], n_mc, cfg, g)
+                                       [(r, responses[r][:cuts[r][h]]) for r in todo], n_mc, cfg, g)
         labelled[todo, h] = True
     return counts, labelled
 
 
-def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, table, cfg, desc):
-    """Binary cross-entropy of Q_hat against the soft labels (R, H+1), never rounded, where `labelled` (R, H+1).
+def labelled_rollouts(model, task, tokenizer, problems, n_mc, cfg, stream, path, settings):
+    """One rollout of `model` per problem with its `collect_labels`, drawn from the random stream `stream`: responses,
+    counts (R, H+1) and labelled (R, H+1). Cached in `path` with the `settings` they were drawn with; drawn again when
+    those differ."""
+    saved = load_tensors(path, "delete it and it is drawn again") if os.path.exists(path) else None
+    if saved is not None and saved["settings"] == settings:
+        return saved["responses"], saved["counts"], saved["labelled"]
+    g = generator(stream, cfg.seed, device=next(model.parameters()).device)
+    responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1, cfg,
+                                  generator=g)
+    counts, labelled = collect_labels(model, task, tokenizer, problems, responses, n_mc, cfg, g, desc=stream)
+    data.write_atomic(path, lambda tmp: torch.save({"settings": settings, "responses": responses, "counts": counts,
+                                               "labelled": labelled}, tmp))
+    return responses, counts, labelled
 
-    Each step takes VERIFIER_BATCH responses and scores all their labelled prefixes in one pass; the loss is the mean
-    over those prefixes. The backbone is frozen, so its features are computed once for all responses (on the CPU, if
-    they fit in FEATURE_CACHE_BYTES; else again at every step) and only the layers above it train.
-    """
+
+def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, table, cfg, desc):
+    """Binary cross-entropy of Q_hat against the soft labels (R, H+1), never rounded, where `labelled` (R, H+1): each
+    step scores all labelled prefixes of VERIFIER_BATCH responses in one pass. Only the layers above the frozen backbone
+    train, so its features are computed once (if they fit in FEATURE_CACHE_BYTES; else at every step)."""
     device = next(verifier.parameters()).device
     ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)   # (R, L), (R, L), (R, H+1) x 2
     H = pos.shape[1]
@@ -363,8 +286,8 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
 
 
 def verifier_loss(logits, labels, labelled):
-    """Binary cross-entropy of Q_hat = sigmoid(logits) against soft labels, averaged over the labelled prefixes:
-    mean over labelled (h) of -[y_h log Q_hat_h + (1 - y_h) log(1 - Q_hat_h)]. All three (B, H+1)."""
+    """Mean over the labelled prefixes h of -[y_h log Q_hat_h + (1 - y_h) log(1 - Q_hat_h)], Q_hat = sigmoid(logits),
+    soft labels y. All three (B, H+1)."""
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")                    # (B, H+1)
     return (bce * labelled).sum() / labelled.sum().clamp(min=1)
 
@@ -384,9 +307,8 @@ def backbone_features(verifier, ids, mask, cfg, to):
 
 
 def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "pqm")):
-    """The ORM (trained on the outcome of each seed rollout, at its last step) and the PQM (Q^pi of every prefix, soft
-    Monte Carlo labels), cached in runs/<task>/seed<s>/verifiers/<hash of every setting they depend on>/ with the labels
-    (`labels.pt`); only the ones asked for and missing are trained, from the cached labels if there are some."""
+    """The ORM (the outcome of each seed rollout, at its last step) and the PQM (Q^pi of every prefix, soft labels),
+    cached with their labels in runs/<task>/seed<s>/verifiers/<hash of their settings>/; only missing ones train."""
     settings = verifier_settings(task, cfg)
     path = os.path.join(seed_dir(cfg), "verifiers", hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10])
     missing = [n for n in names if not os.path.exists(os.path.join(path, n))]
@@ -397,24 +319,14 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "
     print(f"training verifiers {', '.join(missing)} (cached in {path})")
     t0 = time.time()
     problems = task.problems(cfg.n_problems, rng("labels", cfg.seed))
-    labels_path = os.path.join(path, "labels.pt")
-    if os.path.exists(labels_path):
-        saved = load_tensors(labels_path, "delete it and the labels are drawn again")
-        index, responses, counts, labelled = (saved[k] for k in ("index", "responses", "counts", "labelled"))
-    else:
-        g = generator("labels", cfg.seed, device=device)   # the labels' own stream: the same whatever ran before them
-        index = list(range(len(problems)))
-        responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in index], 1, cfg, generator=g)
-        counts, labelled = collect_labels(model, task, tokenizer, problems, index, responses, cfg.n_mc, cfg, g,
-                                          desc="labels under pi")
-        write_atomic(labels_path, lambda tmp: torch.save(
-            {"index": index, "responses": responses, "counts": counts, "labelled": labelled}, tmp))
-    prompts = [prompt_ids(tokenizer, problems[i]) for i in index]
+    responses, counts, labelled = labelled_rollouts(model, task, tokenizer, problems, cfg.n_mc, cfg, "labels",
+                                                    os.path.join(path, "labels.pt"), settings)
+    prompts = [data.prompt_ids(tokenizer, p) for p in problems]
     print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
     table = data.step_end_table(tokenizer, task.delimiter)
     last = torch.zeros(counts.shape, dtype=torch.bool)                    # the ORM sees each response's last position
     last[torch.arange(len(responses)), labelled.sum(1) - 1] = True
-    outcomes = torch.tensor([outcome(task, tokenizer, problems[i], y) for i, y in zip(index, responses)])
+    outcomes = torch.tensor([data.outcome(task, tokenizer, p, y) for p, y in zip(problems, responses)])
     targets = {"orm": (outcomes[:, None] * last, last), "pqm": (counts / cfg.n_mc, labelled)}   # soft, never rounded
     for name in missing:
         torch.manual_seed(stream_seed("verifier", cfg.seed))              # the fresh layers' initial weights
@@ -422,21 +334,20 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "
         verifiers[name] = train_verifier(Verifier(backbone).to(device), tokenizer, prompts, responses, *targets[name],
                                          table, cfg, desc=name)
         verifiers[name].save(os.path.join(path, name))
-    save_json(settings, os.path.join(path, "settings.json"))
+    data.save_json(settings, os.path.join(path, "settings.json"))
     print(f"  verifiers trained in {time.time() - t0:.0f}s")
     return verifiers
 
 
 def verifier_settings(task, cfg):
-    """Everything a verifier depends on: the policy's settings, the labels' and the training's."""
-    backbone = verifier_backbone(cfg)
-    extra = {"verifier_model": cfg.verifier_model, "verifier_model_files": model_fingerprint(backbone)} if backbone else {}
-    return {**policy_settings(task, cfg), "verifier_version": 3, "n_problems": cfg.n_problems, "n_mc": cfg.n_mc,
-            "verifier_steps": cfg.verifier_steps, **extra}
+    """Everything a verifier depends on: the policy's settings, its backbone's, the labels' and the training's."""
+    return {**policy_settings(task, cfg), "verifier_version": 4, "n_problems": cfg.n_problems, "n_mc": cfg.n_mc,
+            "verifier_steps": cfg.verifier_steps, "verifier_model": cfg.verifier_model,
+            "verifier_model_files": model_fingerprint(verifier_backbone(cfg))}
 
 
 def verifier_backbone(cfg):
-    """The directory the verifiers start from (`--verifier-model`), or "" for the policy's own copy. `clean` is the
+    """The directory the verifiers start from (`--verifier-model`), or "" for the policy's own copy; `clean`: the
     embedded policy's clean warm start, which knows the facts the policy was taught wrong (data.Arith)."""
     if cfg.verifier_model == "policy":
         return ""
@@ -447,21 +358,11 @@ def verifier_report(model, verifiers, task, tokenizer, cfg, device):
     """The ORM, PQM and PAV against Monte Carlo labels (REPORT_MC rollouts per prefix) on held-out problems: binary
     cross-entropy and mean absolute error of each prefix's value, and the correlation of each step's advantage."""
     problems = task.problems(REPORT_PROBLEMS, rng("held-out labels", cfg.seed), split="test")
-    settings = {**policy_settings(task, cfg), "problems": REPORT_PROBLEMS, "mc": REPORT_MC,
+    settings = {**policy_settings(task, cfg), "problems": REPORT_PROBLEMS, "mc": REPORT_MC, "format": 2,
                 **({"eval_data": task.files["eval_data"]} if cfg.data else {})}
-    path = os.path.join(seed_dir(cfg), "held_out_labels.pt")   # they depend on the policy alone: drawn once
-    cached = load_tensors(path, "delete it and the held-out labels are drawn again") if os.path.exists(path) else None
-    if cached is not None and cached["settings"] == settings:
-        responses, counts, m = cached["responses"], cached["counts"], cached["m"]
-    else:
-        g = generator("held-out labels", cfg.seed, device=device)
-        responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1,
-                                      cfg, generator=g)
-        counts, m = collect_labels(model, task, tokenizer, problems, list(range(len(problems))), responses, REPORT_MC,
-                                   cfg, g, desc="held-out labels")
-        write_atomic(path, lambda tmp: torch.save({"settings": settings, "responses": responses, "counts": counts,
-                                                   "m": m}, tmp))
-    prompts = [prompt_ids(tokenizer, p) for p in problems]
+    responses, counts, m = labelled_rollouts(model, task, tokenizer, problems, REPORT_MC, cfg, "held-out labels",
+                                             os.path.join(seed_dir(cfg), "held_out_labels.pt"), settings)
+    prompts = [data.prompt_ids(tokenizer, p) for p in problems]
     q_mc = counts / REPORT_MC                                             # (R, H+1) Monte Carlo Q^pi
     K = prover_k(cfg)
     mu_mc = bok_unbiased(counts, REPORT_MC, K)                            # (R, H+1) Monte Carlo Q^{BoK}
@@ -500,72 +401,69 @@ def prover_k(cfg):
 
 
 def explain(model, verifiers, task, tokenizer, cfg, device):
-    """One held-out response, step by step (cf. Fig. 2a): Q^pi and Q^mu of each prefix from the verifier and from
-    EXPLAIN_MC rollouts, A^mu, and the effective reward. The first response of the first held-out problems that goes
-    wrong somewhere, so that a step that loses ground shows next to steps that make progress."""
+    """One held-out response, step by step (cf. Fig. 2a): Q^pi, Q^mu and A^mu from the verifier and from EXPLAIN_MC
+    rollouts, and the effective reward; a wrong response, so that a step that loses ground shows beside progress."""
     g = generator("eval", cfg.seed, step=1, device=device)
     problems = eval_problems(task, cfg)[:16]
     responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1, cfg,
                                   generator=g)
-    i = next((i for i, (p, y) in enumerate(zip(problems, responses)) if not outcome(task, tokenizer, p, y)), 0)
+    i = next((i for i, (p, y) in enumerate(zip(problems, responses)) if not data.outcome(task, tokenizer, p, y)), 0)
     problem, y = problems[i], responses[i]
     table = data.step_end_table(tokenizer, task.delimiter)
     cuts = step_cuts(y, table)
-    q_pi, q_mu, a_mu, _, _ = make_pav(verifiers, tokenizer, task, cfg).score([prompt_ids(tokenizer, problem)], [y])
+    q_pi, q_mu, a_mu, _, _ = make_pav(verifiers, tokenizer, task, cfg).score([data.prompt_ids(tokenizer, problem)], [y])
     eff = effective_reward(q_pi, a_mu, cfg.alpha)[0]
     counts = mc_successes(model, task, tokenizer, [problem], [(0, y[:c]) for c in cuts], EXPLAIN_MC, cfg, g)
     mc_pi, mc_mu = counts / EXPLAIN_MC, bok_unbiased(counts, EXPLAIN_MC, prover_k(cfg))
-    steps = [tokenizer.decode(y[a:b]).replace("\n", "\\n") for a, b in zip(cuts, cuts[1:])]
-    print(f"problem {problem.prompt.strip()!r} (answer {problem.answer}); outcome {outcome(task, tokenizer, problem, y):.0f}")
+    steps = ["(problem)"] + [tokenizer.decode(y[a:b]).replace("\n", "\\n") for a, b in zip(cuts, cuts[1:])]
+    print(f"problem {problem.prompt.strip()!r} (answer {problem.answer}); "
+          f"outcome {data.outcome(task, tokenizer, problem, y):.0f}")
     print(f"{'h':>2} | {'step':<12} | {'Q^pi':>5} {'MC':>5} | {'Q^mu':>5} {'MC':>5} | {'A^mu':>6} {'MC':>6} | "
           f"effective (alpha {cfg.alpha:g})")
-    print(f"{0:>2} | {'(problem)':<12} | {q_pi[0, 0]:5.3f} {mc_pi[0]:5.3f} | {q_mu[0, 0]:5.3f} {mc_mu[0]:5.3f} |")
     rows = []
-    for h, text in enumerate(steps, 1):
-        rows.append({"step": text, "q_pi": float(q_pi[0, h]), "q_mu": float(q_mu[0, h]), "a_mu": float(a_mu[0, h - 1]),
-                     "effective": float(eff[h - 1]), "mc_q_pi": float(mc_pi[h]), "mc_q_mu": float(mc_mu[h]),
-                     "mc_a_mu": float(mc_mu[h] - mc_mu[h - 1])})
-        r = rows[-1]
-        print(f"{h:>2} | {text:<12} | {r['q_pi']:5.3f} {r['mc_q_pi']:5.3f} | {r['q_mu']:5.3f} {r['mc_q_mu']:5.3f} | "
-              f"{r['a_mu']:+6.3f} {r['mc_a_mu']:+6.3f} | {r['effective']:+.3f}")
-    plot_explained(rows, float(q_mu[0, 0]), cfg, os.path.join(cfg.out, "explain.png"))
+    for h, text in enumerate(steps):                                      # h = 0: the bare problem
+        r = {"step": text, "q_pi": float(q_pi[0, h]), "mc_q_pi": float(mc_pi[h]), "q_mu": float(q_mu[0, h]),
+             "mc_q_mu": float(mc_mu[h])}
+        line = f"{h:>2} | {text:<12} | {r['q_pi']:5.3f} {r['mc_q_pi']:5.3f} | {r['q_mu']:5.3f} {r['mc_q_mu']:5.3f} |"
+        if h:
+            r.update(a_mu=float(a_mu[0, h - 1]), mc_a_mu=float(mc_mu[h] - mc_mu[h - 1]), effective=float(eff[h - 1]))
+            line += f" {r['a_mu']:+6.3f} {r['mc_a_mu']:+6.3f} | {r['effective']:+.3f}"
+        print(line)
+        rows.append(r)
+    plot_explained(rows, cfg, os.path.join(cfg.out, "explain.png"))
     return rows
 
 
 EXPLAIN_MC = 256   # rollouts per prefix for the Monte Carlo columns of --explain
 
 
-def plot_explained(rows, q_mu_0, cfg, path):
-    """Q^pi and Q^mu after each step, and the progress A^mu each step makes (our picture of the paper's Fig. 2a)."""
+def plot_explained(rows, cfg, path):
+    """Q^pi and Q^mu of each prefix, and the progress A^mu each step makes (our picture of the paper's Fig. 2a)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    h = list(range(len(rows) + 1))
+    h, steps, moves = list(range(len(rows))), [r["step"] for r in rows], rows[1:]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.plot(h, [None] + [r["q_pi"] for r in rows], "o-", label=r"$\hat Q^\pi$ (PQM)")
-    a.plot(h, [q_mu_0] + [r["q_mu"] for r in rows], "s-", label=rf"$\hat Q^\mu$, $\mu$ = {cfg.prover}($\pi$)")
-    a.plot(h, [None] + [r["mc_q_mu"] for r in rows], "s:", color="C1", alpha=0.6, label=r"$Q^\mu$ by Monte Carlo")
-    a.set_xticks(h, ["x"] + [r["step"] for r in rows], rotation=30, fontsize=8)
-    a.set_ylabel("value of the prefix")
-    a.set_ylim(-0.02, 1.02)
+    a.plot(h, [r["q_pi"] for r in rows], "o-", label=r"$\hat Q^\pi$ (PQM)")
+    a.plot(h, [r["q_mu"] for r in rows], "s-", label=rf"$\hat Q^\mu$, $\mu$ = {cfg.prover}($\pi$)")
+    a.plot(h, [r["mc_q_mu"] for r in rows], "s:", color="C1", alpha=0.6, label=r"$Q^\mu$ by Monte Carlo")
+    a.set_xticks(h, steps, rotation=30, fontsize=8)
+    a.set(ylabel="value of the prefix", ylim=(-0.02, 1.02), title="the value of each prefix")
     a.legend(fontsize=8)
-    a.set_title("the value of each prefix")
-    colors = ["C2" if r["a_mu"] >= 0 else "C3" for r in rows]
-    b.bar(h[1:], [r["a_mu"] for r in rows], color=colors, label=r"$\hat A^\mu$ (progress)")
-    b.plot(h[1:], [r["effective"] for r in rows], "ko-", ms=4, label=rf"effective reward, $\alpha$ = {cfg.alpha:g}")
+    b.bar(h[1:], [r["a_mu"] for r in moves], color=["C2" if r["a_mu"] >= 0 else "C3" for r in moves],
+          label=r"$\hat A^\mu$ (progress)")
+    b.plot(h[1:], [r["effective"] for r in moves], "ko-", ms=4, label=rf"effective reward, $\alpha$ = {cfg.alpha:g}")
     b.axhline(0, color="0.5", lw=0.8)
-    b.set_xticks(h[1:], [r["step"] for r in rows], rotation=30, fontsize=8)
-    b.legend(fontsize=8)
+    b.set_xticks(h[1:], steps[1:], rotation=30, fontsize=8)
     b.set_title("what each step earns (cf. Fig. 2a)")
+    b.legend(fontsize=8)
     fig.tight_layout()
-    save_png(fig, path)
+    data.save_png(fig, path)
     plt.close(fig)
 
 
 # ==============================================================================================================
-# The machinery: rollouts, outcomes, the base policy, configuration, files and the command line
-# ==============================================================================================================
-
+# The machinery: rollouts, the base policy, configuration, files and the command line
 # Rollout engine: batched sampling with a KV cache, whole responses or one step at a time
 
 @dataclass
@@ -576,14 +474,16 @@ class Rollout:
     source: torch.Tensor    # (N,) index of the prefix each row continues; rows of one prefix are adjacent
 
 
-def left_pad(seqs, pad_id, device):
-    """Token lists -> left-padded ids (B, P) and attention mask (B, P)."""
-    P = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), P), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(seqs), P, dtype=torch.long)
+def pad_rows(seqs, pad_id, left=False):
+    """Lists of ints -> a padded tensor (B, L) and its mask (B, L), 1 on the real entries; padded on the right, or on
+    the left for sampling (every row's next token then sits in the same column)."""
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), L, dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, P - len(s):], mask[i, P - len(s):] = torch.tensor(s, dtype=torch.long), 1
-    return ids.to(device), mask.to(device)
+        cols = slice(L - len(s), L) if left else slice(0, len(s))
+        ids[i, cols], mask[i, cols] = torch.tensor(s, dtype=torch.long), 1
+    return ids, mask
 
 
 def decode_mask(model, attn):
@@ -596,17 +496,6 @@ def decode_mask(model, attn):
         return torch.zeros(attn.shape, dtype=model.dtype, device=attn.device).masked_fill(
             attn == 0, torch.finfo(model.dtype).min)[:, None, None, :]
     return attn   # other implementations take the 2D mask
-
-
-def special_ids(tokenizer):
-    """What `sample` needs to know of a tokenizer: EOS, padding, tokens a response never contains (BOS, and PAD unless
-    it is EOS), and the vocabulary size: a model's embedding may have more rows than the tokenizer has tokens (Qwen2),
-    and those are never sampled either."""
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    pad = eos if pad is None else pad
-    ends = data.end_ids(tokenizer)
-    banned = [i for i in (tokenizer.bos_token_id, pad) if i is not None and i not in ends]
-    return {"eos_id": ends if len(ends) > 1 else eos, "pad_id": pad, "banned": banned, "vocab": len(tokenizer)}
 
 
 class KVBuffer(DynamicLayer):
@@ -644,34 +533,26 @@ class KVBuffer(DynamicLayer):
         self._view()
 
 
-def cache_kwarg(model):
-    """The name under which a model's forward takes its KV cache: `cache` from transformers 5.24 on (which warns
-    about `past_key_values` and drops it in 5.40), `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-
-
 @torch.no_grad()
 def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), vocab=None, temperature=1.0,
            stop_table=None, check_every=4, generator=None):
     """Sample n continuations of each prefix (a list of token-id lists, prompt included).
 
     Each prefix is encoded once; its KV cache is then copied n times (never re-encoded). A row stops at EOS (`eos_id`,
-    one id or a list), after `max_new_tokens` (an int, or one per prefix), or, when `stop_table` (V,) is given, after
-    the first token that ends a step (one-step mode). Temperature 0 is greedy. Inside the token loop nothing waits for
-    the device except one check every `check_every` tokens, which also drops finished rows from the batch so that they
-    cost nothing.
-    Tokens in `banned` (BOS, padding) and ids from `vocab` on are never sampled.
+    one id or a list), after `max_new_tokens` (an int, or one per prefix), or, with `stop_table` (V,), after the first
+    token that ends a step (one-step mode). Temperature 0 is greedy. Tokens in `banned` and ids from `vocab` on are
+    never sampled. Inside the token loop nothing waits for the device except one check every `check_every` tokens,
+    which also drops finished rows from the batch.
     """
     device = next(model.parameters()).device
-    ids, mask = left_pad(prefixes, pad_id, device)                        # (B, P)
+    ids, mask = (t.to(device) for t in pad_rows(prefixes, pad_id, left=True))   # (B, P)
     B, P = ids.shape
     limit = torch.as_tensor(max_new_tokens, device=device).expand(B).repeat_interleave(n)   # (N,)
     N, T = B * n, int(limit.max())
     cache = Cache(layers=[KVBuffer(P + T) for _ in range(model.config.get_text_config().num_hidden_layers)])
-    kv = {cache_kwarg(model): cache}                                      # looked up once, not at every token
     with autocast(device):
         out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                    use_cache=True, logits_to_keep=1, **kv)
+                    use_cache=True, logits_to_keep=1, cache=cache)
     logits = out.logits[:, -1].float()                                    # (B, V); `cache` was filled in place
     # Branch: the n continuations of a prefix share its encoding; only cache rows are copied.
     if n > 1:
@@ -719,46 +600,19 @@ def sample(model, prefixes, *, n=1, max_new_tokens, eos_id, pad_id, banned=(), v
                 rows, done, attn, pos, limit, tok = rows[live], done[live], attn[live], pos[live], limit[live], tok[live]
         with autocast(device):
             out = model(input_ids=tok[:, None], attention_mask=attn[..., :P + t + 1],
-                        position_ids=(pos + t)[:, None], use_cache=True, **kv)
+                        position_ids=(pos + t)[:, None], use_cache=True, cache=cache)
         logits = out.logits[:, -1].float()                                # (n_live, V)
     source = torch.arange(B, device=device).repeat_interleave(n)          # (N,)
     return Rollout(tokens[:, :t + 1], logps[:, :t + 1], valid[:, :t + 1], source)
 
 
-
 # --------------------------------------------------------------------------------------------------------------
-# Outcomes: roll out, decode, check
+# Whole responses: roll out, score the outcome
 
 def eval_problems(task, cfg):
     """Held-out problems: the task's test split, which no training stage draws from."""
     n = cfg.eval_problems * (8 if task.name == "planted" else 1)   # planted: one problem, success is rare
     return task.problems(n, rng("eval", cfg.seed), split="test")
-
-
-def prompt_ids(tokenizer, problem):
-    """The prompt's token ids. A problem from a data file is a user message: with a tokenizer that has a chat
-    template (an instruction model), it is wrapped in that template, which adds its own BOS."""
-    if problem.layout and getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template([{"role": "user", "content": problem.prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-        return tokenizer.encode(text, add_special_tokens=False)
-    return tokenizer.encode(problem.prompt, add_special_tokens=True)
-
-
-def is_complete(response, task, tokenizer):
-    """A response (token list) is complete when it ended with EOS or reached the length limit."""
-    return (len(response) > 0 and response[-1] in data.end_ids(tokenizer)) or len(response) >= task.max_new_tokens
-
-
-def response_text(tokenizer, response):
-    """A response's text, its EOS and what follows it cut off."""
-    ends = set(data.end_ids(tokenizer))
-    return tokenizer.decode(response[:next((i for i, t in enumerate(response) if t in ends), len(response))])
-
-
-def outcome(task, tokenizer, problem, response):
-    """Rex(y, y*): 1.0 iff the response's final answer is right (EOS and what follows it ignored)."""
-    return task.check(problem, response_text(tokenizer, response))
 
 
 def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temperature=None, generator=None):
@@ -768,9 +622,9 @@ def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temper
     temperature = TEMPERATURE if temperature is None else temperature
     for i in range(0, len(prefixes), per_call):
         chunk = prefixes[i:i + per_call]
-        r = sample(model, [prompt_ids(tokenizer, problems[j]) + p for j, p in chunk], n=n,
+        r = sample(model, [data.prompt_ids(tokenizer, problems[j]) + p for j, p in chunk], n=n,
                    max_new_tokens=[task.max_new_tokens - len(p) for _, p in chunk], temperature=temperature,
-                   generator=generator, **special_ids(tokenizer))
+                   generator=generator, **data.special_ids(tokenizer))
         lengths, ids = r.mask.sum(-1).tolist(), r.ids.tolist()
         out += [chunk[i // n][1] + row[:L] for i, (row, L) in enumerate(zip(ids, lengths))]
     return out
@@ -779,7 +633,7 @@ def rollout_responses(model, task, tokenizer, problems, prefixes, n, cfg, temper
 def accuracy(model, task, tokenizer, problems, cfg, temperature=None, generator=None):
     responses = rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], 1, cfg,
                                   temperature=temperature, generator=generator)
-    return sum(outcome(task, tokenizer, p, y) for p, y in zip(problems, responses)) / len(problems)
+    return sum(data.outcome(task, tokenizer, p, y) for p, y in zip(problems, responses)) / len(problems)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -795,25 +649,8 @@ def policy_config(tokenizer, cfg):
                        pad_token_id=tokenizer.pad_token_id)
 
 
-def encode_pairs(tokenizer, pairs, device):
-    """(prompt, response) texts -> right-padded ids (N, L) and a loss mask (N, L) on response tokens and EOS."""
-    seqs, starts = [], []
-    for prompt, response in pairs:
-        p = tokenizer.encode(prompt, add_special_tokens=True)
-        seqs.append(p + tokenizer.encode(response) + [tokenizer.eos_token_id])
-        starts.append(len(p))
-    L = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), L), tokenizer.pad_token_id, dtype=torch.long)   # (N, L)
-    loss_mask = torch.zeros(len(seqs), L, dtype=torch.bool)                      # (N, L)
-    for i, (s, a) in enumerate(zip(seqs, starts)):
-        ids[i, :len(s)] = torch.tensor(s)
-        loss_mask[i, a:len(s)] = True
-    return ids.to(device), loss_mask.to(device)
-
-
 def update(model, opt, sched, loss=None):
-    """One optimizer step on `loss` (None: on gradients already accumulated by micro-batches), gradients clipped to
-    norm 1; `sched` (or None) steps the learning rate. Gradients are cleared afterwards."""
+    """One optimizer step on `loss` (None: on gradients accumulated by micro-batches), gradients clipped to norm 1."""
     if loss is not None:
         loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -824,17 +661,21 @@ def update(model, opt, sched, loss=None):
 
 
 def micro_batches(n, size):
-    """Slices of at most `size` rows covering range(n); size 0 means one slice. A loss over a batch is the sum of its
-    micro-batches' losses, each weighted by its share, so accumulating their gradients changes nothing."""
+    """Slices of at most `size` rows covering range(n), one slice if size is 0. Each micro-batch's loss is weighted
+    by its share of the batch, so accumulating their gradients changes nothing."""
     size = size or n
     return [slice(i, i + size) for i in range(0, n, size)]
 
 
-def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_early=None, warmup=100, micro_batch=0):
-    """Supervised warm start: cross-entropy on response tokens, AdamW, linear warm-up then cosine decay.
-    `stop_early(step)` is called every 50 steps and ends training when it returns True."""
+def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_early=None, warmup=100):
+    """Supervised warm start on (prompt, response) texts: cross-entropy on the response tokens and EOS, AdamW, linear
+    warm-up then cosine decay. `stop_early(step)` is called every 50 steps and ends training when it returns True."""
     device = next(model.parameters()).device
-    ids, loss_mask = encode_pairs(tokenizer, pairs, device)               # (N, L)
+    prompts = [tokenizer.encode(prompt, add_special_tokens=True) for prompt, _ in pairs]
+    ids, mask = pad_rows([p + tokenizer.encode(r) + [tokenizer.eos_token_id] for p, (_, r) in zip(prompts, pairs)],
+                         tokenizer.pad_token_id)                                          # (N, L)
+    loss_mask = mask.bool() & (torch.arange(ids.shape[1]) >= torch.tensor([len(p) for p in prompts])[:, None])
+    ids, loss_mask = ids.to(device), loss_mask.to(device)                 # (N, L): the response tokens and EOS
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup) *
                                               (0.55 + 0.45 * math.cos(math.pi * min(i / steps, 1.0))))
@@ -843,18 +684,13 @@ def sft(model, tokenizer, pairs, *, steps, lr, batch_size, seed, desc, stop_earl
     bar = tqdm(range(steps), desc=desc, leave=False)
     for step in bar:
         idx = torch.randint(len(ids), (batch_size,), generator=g).to(device)
-        x, m = ids[idx], loss_mask[idx]                                   # (b, L)
-        n_tok, total = m[:, 1:].sum(), 0.0
-        for part in micro_batches(len(x), micro_batch):
-            xp, mp = x[part], m[part, 1:]
-            with autocast(device):
-                logits = model(input_ids=xp[:, :-1]).logits.float()       # (b, L-1, V)
-            loss = F.cross_entropy(logits[mp], xp[:, 1:][mp]) * (mp.sum() / n_tok)
-            loss.backward()
-            total += loss.item() if step % 25 == 0 else 0.0
-        update(model, opt, sched)
+        x, m = ids[idx], loss_mask[idx, 1:]                               # (b, L), (b, L-1): m[t] marks x[t + 1]
+        with autocast(device):
+            logits = model(input_ids=x[:, :-1]).logits.float()            # (b, L-1, V)
+        loss = F.cross_entropy(logits[m], x[:, 1:][m])
+        update(model, opt, sched, loss)
         if step % 25 == 0:
-            bar.set_postfix(loss=f"{total:.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         if stop_early is not None and (step + 1) % 50 == 0:
             model.eval()
             stop = stop_early(step + 1)
@@ -874,7 +710,7 @@ def warm_start(task, tokenizer, cfg, device):
     if task.name == "planted":
         # The paper trains its MADE MLP for 50 iterations on 3,200 samples; our transformer needs more passes over them.
         sft(model, tokenizer, task.demonstrations(3200, draw), steps=500, lr=SFT_LR, batch_size=SFT_BATCH,
-            seed=stream_seed("policy", cfg.seed, 1), desc="warm start", micro_batch=cfg.micro_batch_size)
+            seed=stream_seed("policy", cfg.seed, 1), desc="warm start")
         return model, None
     # Arithmetic: right solutions until greedy accuracy is high (the mod-10 lookup is learned suddenly, after 300 to
     # 1,200 steps), then a short pass over the task's demonstrations, which leaves a policy that errs as they do.
@@ -885,12 +721,10 @@ def warm_start(task, tokenizer, cfg, device):
         tqdm.write(f"  clean warm start: step {step} | greedy accuracy {acc:.3f}")
         return step >= 300 and acc >= 0.95
     sft(model, tokenizer, task.demonstrations(60_000, draw, clean=True), steps=1500, lr=SFT_LR, batch_size=SFT_BATCH,
-        seed=stream_seed("policy", cfg.seed, 1), desc="warm start (clean)", stop_early=learned,
-        micro_batch=cfg.micro_batch_size)
+        seed=stream_seed("policy", cfg.seed, 1), desc="warm start (clean)", stop_early=learned)
     clean = copy.deepcopy(model)
     sft(model, tokenizer, task.demonstrations(20_000, draw), steps=250, lr=1e-3, batch_size=SFT_BATCH,
-        seed=stream_seed("policy", cfg.seed, 2), desc="warm start (demonstrations)", warmup=1,
-        micro_batch=cfg.micro_batch_size)
+        seed=stream_seed("policy", cfg.seed, 2), desc="warm start (demonstrations)", warmup=1)
     return model, clean
 
 
@@ -900,11 +734,9 @@ SFT_BATCH, SFT_LR = 64, 3e-3   # the warm start's batch and peak learning rate (
 def policy_settings(task, cfg):
     """Everything the base policy depends on: a cached policy (and what was computed with it) is reused only if these
     match."""
-    if cfg.model:
-        return {"version": 3, "task": task.name, "seed": cfg.seed, "model": os.path.abspath(cfg.model),
-                "model_files": model_fingerprint(cfg.model), **task.settings()}
-    return {"version": 3, "task": task.name, "seed": cfg.seed, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
-            **task.settings()}
+    model = ({"model": os.path.abspath(cfg.model), "model_files": model_fingerprint(cfg.model)} if cfg.model else
+             {"d_model": cfg.d_model, "n_layers": cfg.n_layers})
+    return {"version": 3, "task": task.name, "seed": cfg.seed, **model, **task.settings()}
 
 
 def load_or_build_policy(task, cfg, device):
@@ -912,7 +744,7 @@ def load_or_build_policy(task, cfg, device):
     was built with the same settings, built (and saved) otherwise."""
     if cfg.model:
         print(f"loading the base policy from {cfg.model}")
-        tokenizer = load_tokenizer(cfg.model)
+        tokenizer = data.load_tokenizer(cfg.model)
         model = load_lm(cfg.model, device)
         gen = getattr(model.generation_config, "eos_token_id", None)      # e.g. Llama 3: end of text and end of turn
         gen = gen if isinstance(gen, list) else [gen]
@@ -920,7 +752,7 @@ def load_or_build_policy(task, cfg, device):
         task.tokenizer = tokenizer
         return model, tokenizer
     path, settings = os.path.join(seed_dir(cfg), "policy"), policy_settings(task, cfg)
-    if read_json(os.path.join(path, "settings.json")) == settings:
+    if data.read_json(os.path.join(path, "settings.json")) == settings:
         print(f"loading the base policy from {path}")
         try:
             return AutoModelForCausalLM.from_pretrained(path).to(device).eval(), data.CharTokenizer.from_pretrained(path)
@@ -935,8 +767,8 @@ def load_or_build_policy(task, cfg, device):
             if m is not None:
                 m.save_pretrained(where)
                 task.tokenizer.save_pretrained(where)
-        save_json(settings, os.path.join(tmp, "settings.json"))
-    write_atomic(path, save)
+        data.save_json(settings, os.path.join(tmp, "settings.json"))
+    data.write_atomic(path, save)
     print(f"warm start took {time.time() - t0:.0f}s")
     return model, task.tokenizer
 
@@ -953,46 +785,40 @@ def arg(default, help, accepts=None):
 @dataclass
 class Config:
     """The pipeline's settings, shared by pav.py, search.py and rl.py: a flag means the same in all three."""
-    task: str = arg("facts", "facts: arithmetic whose demonstrations get half the one-line facts wrong (the default, "
-                             "where outcome-only RL is slow); arith: noise on every line (where it is not); "
-                             "planted: the paper's toy (section 3.3)")
+    task: str = arg("facts", "facts: arithmetic taught some one-line facts wrong (outcome-only RL is slow); arith: "
+                             "noise on every line (where it is not); planted: the paper's toy (section 3.3)")
     seed: int = arg(0, "pipeline seed: the base policy, labels and verifiers (cached in runs/<task>/seed<s>)")
     out: str = arg("", "output directory; empty: runs/<task> (runs/<name of the --data file> with --data)")
-    model: str = arg("", "a local causal-LM directory to use as the base policy as it is; empty: the embedded tiny "
-                         "Llama, built and warm-started by us")
+    model: str = arg("", "a local causal-LM directory as the base policy; empty: the embedded tiny Llama")
     data: str = arg("", "JSON lines of problems in GSM8K's layout (question, answer '... #### 72') or MATH's (problem, "
                         "solution with \\boxed{}); replaces --task and needs --model")
     eval_data: str = arg("", "held-out problems in the same layouts; empty: 1 in 5 problems of --data, by question")
     max_new_tokens: int = arg(320, "with --data: the longest response, in tokens", "positive")
-    verifier_model: str = arg("clean", "backbone of the verifiers: clean (the embedded policy's warm start before its "
-                                       "wrong demonstrations), policy (the policy itself), or a model directory with "
-                                       "the policy's tokenizer")
+    verifier_model: str = arg("clean", "backbone of the verifiers: clean (the embedded policy before its wrong "
+                                       "demonstrations), policy, or a model directory with the policy's tokenizer")
     prover: str = arg("bo4", "the PAV's prover mu = BoK(pi), Best-of-K of the base policy (section 3.2)")
     alpha: float = arg(0.5, "weight of A^mu in the effective reward Q^pi + alpha * A^mu (Eq. 5)", "non-negative")
-    n_problems: int = arg(8192, "training problems whose seed rollout is labelled for the verifiers", "positive")
-    n_mc: int = arg(4, "rollouts from every prefix of a seed rollout; its label is the fraction that succeed",
-                    "positive")
+    n_problems: int = arg(4096, "training problems whose seed rollout is labelled for the verifiers", "positive")
+    n_mc: int = arg(4, "rollouts from every prefix of a seed rollout (its label: the share that succeed)", "positive")
     verifier_steps: int = arg(1500, "training steps of each verifier (64 responses each)", "positive")
     d_model: int = arg(128, "width of the embedded Llama policy", "positive")
     n_layers: int = arg(5, "layers of the embedded Llama policy", "positive")
     eval_problems: int = arg(512, "held-out problems for accuracy (planted: 8 times as many samples)", "positive")
     batch_rows: int = arg(4096, "rows the rollout engine samples at once (the memory bound)", "positive")
-    micro_batch_size: int = arg(0, "rows per forward and backward pass (gradients accumulate, results do not "
-                                   "change); 0: the whole batch", "non-negative")
+    micro_batch_size: int = arg(0, "rows per forward and backward pass (gradients accumulate); 0: the whole batch",
+                                "non-negative")
 
 
 @dataclass
 class PavConfig(Config):
-    explain: bool = arg(False, "only explain one held-out response step by step (Q^pi, Q^mu, A^mu, effective "
-                               "reward) and plot it (explain.png)")
+    explain: bool = arg(False, "only explain one held-out response step by step, and plot it (explain.png)")
 
 
 TEMPERATURE = 1.0   # of every rollout: the policy's own distribution
 
 
 def parse_config(cls, argv=None):
-    """A config dataclass as argparse flags (--n-mc for n_mc); --help shows each default. A class may give defaults
-    per task (`task_defaults`): they are read for the --task given, and --help shows that task's."""
+    """A config dataclass as argparse flags (--n-mc for n_mc), with its class's `task_defaults` for the --task given."""
     import argparse
     ap = argparse.ArgumentParser(description=sys.modules[cls.__module__].__doc__.split("\n\n")[0].replace("\n", " "),
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
@@ -1052,11 +878,11 @@ def check_config(cfg):
     try:   # files, model directories and tokenizers: read now, so that bad ones fail before any long work
         task = make_task(cfg)
         if cfg.model:
-            tokenizer = load_tokenizer(cfg.model)
+            tokenizer = data.load_tokenizer(cfg.model)
             data.step_end_table(tokenizer, task.delimiter)
         if cfg.verifier_model not in ("clean", "policy"):
-            other = load_tokenizer(cfg.verifier_model)
-            mine = load_tokenizer(cfg.model) if cfg.model else task.tokenizer
+            other = data.load_tokenizer(cfg.verifier_model)
+            mine = data.load_tokenizer(cfg.model) if cfg.model else task.tokenizer
             if not hasattr(mine, "get_vocab") or other.get_vocab() != mine.get_vocab():
                 raise ValueError(f"--verifier-model {cfg.verifier_model} has another tokenizer than the policy; the "
                                  "verifier reads the policy's tokens, so they must be the same")
@@ -1071,14 +897,12 @@ def make_task(cfg):
 
 
 def seed_dir(cfg):
-    """Where the caches of one pipeline seed live (policy, labels, verifiers, RL checkpoints): runs/<task>/seed<s>.
-    What a script reports goes to runs/<task> itself."""
+    """Where the caches of one pipeline seed live (policy, labels, verifiers, RL checkpoints): runs/<task>/seed<s>."""
     return os.path.join(cfg.out, f"seed{cfg.seed}")
 
 
 def load_lm(path, device=None):
-    """A causal LM from a directory, with fp32 weights whatever dtype it was saved in (transformers would otherwise
-    keep a bf16 checkpoint in bf16, and train it so); CUDA forward passes still run under bf16 autocast."""
+    """A causal LM from a directory, with fp32 weights whatever its saved dtype (CUDA runs under bf16 autocast)."""
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except Exception as e:   # a config without weights, a model that is not a causal LM, ...
@@ -1087,45 +911,20 @@ def load_lm(path, device=None):
 
 
 def model_fingerprint(path):
-    """What a model directory's caches depend on: its files' names, sizes and modification times (a model fine-tuned in
-    place gets new caches); a hub name as it is."""
+    """What a model directory's caches depend on: its files' names, sizes and modification times."""
     if not os.path.isdir(path):
         return path
     stats = [(n, os.stat(os.path.join(path, n))) for n in sorted(os.listdir(path))]
     return hashlib.sha1(repr([(n, st.st_size, st.st_mtime_ns) for n, st in stats]).encode()).hexdigest()[:12]
 
 
-def load_tokenizer(path):
-    """A model directory's tokenizer; without a padding token, EOS pads (every mask in this code says what is real)."""
-    from transformers import AutoTokenizer
-    if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ValueError(f"{path} is not a model directory: no such folder (and no model hub is reachable: "
-                         "HF_HUB_OFFLINE=1)")
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(f"{path} is not a model directory: it has no config.json")
-    if os.path.isdir(path) and not any(n.endswith((".safetensors", ".bin")) for n in os.listdir(path)):
-        raise ValueError(f"{path} has a config.json but no weights (*.safetensors or *.bin)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as e:   # transformers raises many kinds here (OSError, ValueError, TypeError, ...)
-        raise ValueError(f"{path} has no tokenizer that AutoTokenizer can load ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200]})") from None
-    if tokenizer.eos_token_id is None:
-        raise ValueError(f"the tokenizer of {path} has no EOS token, so a response could never end")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Device, random streams, files
 
 def pick_device():
-    """cuda, then mps, then cpu. Weights stay fp32; on CUDA the forward passes run under bf16 autocast."""
+    """cuda or cpu. Weights stay fp32; on CUDA the forward passes run under bf16 autocast."""
     if torch.cuda.is_available():
         return torch.device("cuda"), torch.bfloat16
-    if torch.backends.mps.is_available():
-        return torch.device("mps"), torch.float32
     return torch.device("cpu"), torch.float32
 
 
@@ -1133,9 +932,8 @@ def autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-# Every use of randomness draws from a stream of its own, seeded from (stream, run seed, step) by a hash: no two
-# streams share a seed, what one stream draws does not shift another (the labels are the same whether the policy was
-# just built or loaded from disk), and a resumed run draws what an uninterrupted one did.
+# Every use of randomness draws from a stream of its own, seeded by a hash of (stream, run seed, step): what one stream
+# draws does not shift another, and a resumed run draws what an uninterrupted one did.
 STREAMS = ("policy", "eval", "prover table", "labels", "verifier", "held-out labels", "search", "rl", "rl problems",
            "rl prover", "rl eval", "pass@n")
 
@@ -1151,37 +949,9 @@ def generator(stream, seed, step=0, device="cpu"):
 
 
 def rng(stream, seed, step=0):
-    """A Python random generator (which problems, which states), seeded by its text: never the same seed as a torch one."""
+    """A Python random generator (which problems, which states), seeded by its text, not by a torch seed."""
     assert stream in STREAMS, f"unknown random stream {stream!r}"
     return random.Random(f"{stream}/{seed}/{step}")
-
-
-def write_atomic(path, write):
-    """Make the file or directory `path` with `write(tmp)` at a temporary name beside it, then rename it into place: a
-    run killed while writing leaves the previous version or nothing, never a half-written file for a later run."""
-    tmp = f"{path}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)                               # what a killed run left behind
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write(tmp)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-
-
-def save_json(obj, path):
-    write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(json.dumps(obj, indent=1)))
-
-
-def read_json(path):
-    """A JSON file's contents, or None if it is missing or unreadable (a cache that does not match is rebuilt)."""
-    try:
-        return json.loads(pathlib.Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def save_png(fig, path):
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
 
 
 def load_tensors(path, fix):
@@ -1210,17 +980,6 @@ def main(argv=None):
     problems = eval_problems(task, cfg)
     acc = accuracy(model, task, tokenizer, problems, cfg, generator=generator("eval", cfg.seed, device=device))
     print(f"base policy accuracy on {len(problems)} held-out problems: {acc:.3f}")
-    t0 = time.time()
-    rows = prover_table(model, task, tokenizer, cfg)
-    print(f"prover table ({TABLE_STATES} states x {TABLE_ACTIONS} actions x {TABLE_MC} rollouts, "
-          f"{time.time() - t0:.0f}s); mean ± standard error over states:")
-    print(f"{'prover':>12} | {'distinguishability':>22} | {'alignment':>22} | {'mean Q^mu':>9}")
-    for r in rows:
-        print(f"{r['prover']:>12} | {r['distinguishability']:>12.5f} ± {r['distinguishability_se']:.5f} | "
-              f"{r['alignment']:>12.5f} ± {r['alignment_se']:.5f} | {r['mean_q']:>9.3f}")
-    save_json({"task": cfg.task, "base_accuracy": acc, "eval_samples": len(problems), "provers": rows,
-               "config": dataclasses.asdict(cfg)}, os.path.join(cfg.out, "provers.json"))
-
     verifiers = load_or_train_verifiers(model, task, tokenizer, cfg, device)
     report = verifier_report(model, verifiers, task, tokenizer, cfg, device)
     print(f"verifiers on {report['held_out']['prefixes']} held-out prefixes ({REPORT_MC} rollouts each); "
@@ -1229,8 +988,9 @@ def main(argv=None):
     for name in ("orm", "pqm", "pav"):
         r = report[name]
         print(f"{name:>9} | {r['bce']:7.4f} | {r['mae']:7.4f} | {r['adv_corr']:8.3f}")
-    save_json({**report, "config": dataclasses.asdict(cfg)}, os.path.join(cfg.out, "verifiers.json"))
-    print(f"saved {os.path.join(cfg.out, 'provers.json')} and verifiers.json")
+    data.save_json({"base_accuracy": acc, "eval_samples": len(problems), **report, "config": dataclasses.asdict(cfg)},
+              os.path.join(cfg.out, "verifiers.json"))
+    print(f"saved {os.path.join(cfg.out, 'verifiers.json')}")
 
 
 if __name__ == "__main__":

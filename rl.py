@@ -1,5 +1,5 @@
 """Online RL with process advantage verifiers (section 5): REINFORCE on the dense effective reward (PAV-RL) against the
-outcome reward alone (ORM-RL), from the same base policy, with the same samples budget.
+outcome reward alone (ORM-RL), from the same base policy, with the same budget of samples.
 
     python rl.py                            # CPU: the default task, from nothing cached in about 12 minutes
     python rl.py --seeds 0,1,2              # three full pipelines (policy, labels, verifier, RL): mean and spread
@@ -11,10 +11,10 @@ outcome reward alone (ORM-RL), from the same base policy, with the same samples 
     python rl.py --resume                   # go on from the checkpoints of an interrupted run
     python rl.py --model DIR --data train.jsonl --eval-data test.jsonl   # your causal LM on one GPU
 
-For each seed: load or build the base policy pi and the PQM (pav.py), train ORM-RL (alpha = 0, Eq. 3) and PAV-RL (the
-effective reward of Eq. 5 on every step), evaluating both on held-out problems as they go, one log line per iteration;
-then print and save (runs/<task>/rl.json, rl.png) the accuracy curves against sampled responses (Fig. 7b), the sample
-efficiency ratio, the final accuracy gap and Pass@N (Fig. 8a), and on planted Pass@N early on (Fig. 3c).
+For each seed: load or build the base policy pi and the PQM (pav.py), train ORM-RL (alpha = 0, Eq. 3) and PAV-RL (Eq.
+5's effective reward on every step), evaluating both on held-out problems as they go; then print and save
+(runs/<task>/rl.json, rl.png) accuracy against sampled responses (Fig. 7b), the sample efficiency ratio, the final
+accuracy gap and Pass@N (Fig. 8a), and on planted Pass@N early on (Fig. 3c).
 
 Differences from the paper:
 1. Eq. 5 writes Q^pi(s_h, a_h) for step h; we estimate it, for every step of a response, by the response's own outcome
@@ -51,8 +51,7 @@ TASK_DEFAULTS = {
     # alpha and Adam's learning rate as in the paper (planted: alpha 1, lr 1e-3; RL on MATH: alpha 3-5)
     "facts": dict(alpha=3.0, lr=3e-4, iterations=80, batch_size=64),
     "arith": dict(alpha=3.0, lr=3e-4, iterations=80, batch_size=64),
-    # 600 iterations: a stalled ORM-RL's 38,400 responses are 10x what PAV-RL needs to move, so that the lower-bound
-    # ratio can show the paper's '>10x'
+    # 600 iterations: a stalled ORM-RL's 38,400 responses are 10x what PAV-RL needs to move (the paper's '>10x')
     "planted": dict(alpha=1.0, lr=1e-3, iterations=600, batch_size=64),
 }
 EVAL_EVERY = {"planted": 10}                # iterations between evaluations (others: 4)
@@ -80,20 +79,6 @@ class RLConfig(pav.Config):
     control: str = arg("", "mu-pi: A^pi of the policy being trained, from fresh rollouts (section 3.2: adds nothing); "
                            "reward-q: reward Q^mu instead of A^mu (appendix G)")
     resume: bool = arg(False, "go on from each run's last checkpoint; a run without one starts over")
-
-
-def check(cfg):
-    """Reject nonsense before any work; returns the seeds and the gammas."""
-    pav.check_config(cfg)
-    seeds = pav.number_list(cfg.seeds, "seeds", positive=False)
-    gammas = pav.number_list(cfg.gammas, "gammas", float)
-    if cfg.batch_size % GROUP:
-        pav.fail(f"--batch-size {cfg.batch_size} must be a multiple of {GROUP}, the responses per problem")
-    if cfg.control not in ("", "mu-pi", "reward-q"):
-        pav.fail(f"--control must be mu-pi or reward-q, got {cfg.control!r}")
-    if len(gammas) > 1 and cfg.task != "planted":
-        pav.fail("--gammas is planted's prover; the other tasks' prover is --prover")
-    return seeds, gammas
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -142,17 +127,8 @@ def pg_loss(logp, ref_logp, rewards, mask, kl_coef):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Where A^mu comes from: the learned PAV; planted's gamma-prover; the policy itself (the mu = pi control)
-
-class LearnedPAV:
-    """A^mu of mu = BoK(pi_0) from the trained PQM (pav.PAV), one forward pass per response."""
-
-    def __init__(self, pav_):
-        self.pav = pav_
-
-    def score(self, problems, prompts, responses, policy, seed):
-        return self.pav.score(prompts, responses)
-
+# Where A^mu comes from: the learned PAV (pav.PAV, from the trained PQM); planted's gamma-prover; the policy itself (the
+# mu = pi control). Each scores (prompts, responses) as pav.PAV.score does, given what else it needs as keywords.
 
 class GammaProver:
     """planted: Q^mu of the gamma-prover (section 3.3) from `n` prover rollouts per prefix, as the paper's toy does."""
@@ -160,17 +136,12 @@ class GammaProver:
     def __init__(self, task, gamma, n):
         self.task, self.gamma, self.n = task, gamma, n
 
-    def score(self, problems, prompts, responses, policy, seed):
+    def score(self, prompts, responses, seed, **_):
         prefixes = [y[:h] for y in responses for h in range(len(y) + 1)]
         g = torch.Generator().manual_seed(seed)
         # Eq. 1 by Monte Carlo: the fraction of n prover completions of each prefix that succeed
         wins = self.task.prover_complete(prefixes, self.gamma, self.n, g).view(-1, self.n).mean(1)   # (prefixes,)
-        m = torch.zeros(len(responses), max(len(y) for y in responses) + 1, dtype=torch.bool)   # (N, H+1)
-        for i, y in enumerate(responses):
-            m[i, :len(y) + 1] = True
-        q = torch.zeros(m.shape)
-        q[m] = wins
-        return q, q, pav.advantages(q) * m[:, 1:], m, m[:, 1:]
+        return values(wins, [len(y) + 1 for y in responses])
 
 
 class PolicyProver:
@@ -181,29 +152,32 @@ class PolicyProver:
         self.task, self.tokenizer, self.cfg, self.n = task, tokenizer, cfg, n
         self.table = data.step_end_table(tokenizer, task.delimiter)
 
-    def score(self, problems, prompts, responses, policy, seed):
+    def score(self, prompts, responses, problems, policy, seed):
         cuts = [pav.step_cuts(y, self.table) for y in responses]
         prefixes = [(i, y[:c]) for i, (y, cs) in enumerate(zip(responses, cuts)) for c in cs]
         g = torch.Generator(next(policy.parameters()).device).manual_seed(seed)
         counts = pav.mc_successes(policy, self.task, self.tokenizer, problems, prefixes, self.n, self.cfg, g)
-        m = torch.zeros(len(responses), max(len(cs) for cs in cuts), dtype=torch.bool)     # (N, H+1)
-        for i, cs in enumerate(cuts):
-            m[i, :len(cs)] = True
-        q = torch.zeros(m.shape)
-        q[m] = counts / self.n
-        return q, q, pav.advantages(q) * m[:, 1:], m, m[:, 1:]
+        return values(counts / self.n, [len(cs) for cs in cuts])
+
+
+def values(q, lengths):
+    """Flat prefix values q (sum of lengths,) -> what pav.PAV.score returns, with mu's values as both Q^pi and Q^mu:
+    q (N, H+1), q, A^mu (N, H), and their masks."""
+    m = torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]   # (N, H+1)
+    v = torch.zeros(m.shape)
+    v[m] = q.float()
+    return v, v, pav.advantages(v) * m[:, 1:], m, m[:, 1:]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # One iteration: sample, reward, one gradient step. One run: iterations, evaluations, checkpoints
 
 def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha, seed, it):
-    """`GROUP` responses per problem, their per-step rewards, one gradient step. Returns the diagnostics and the batch
-    (for `write_samples`)."""
+    """`GROUP` responses per problem, their per-step rewards, one gradient step: the diagnostics and the batch."""
     device = next(model.parameters()).device
-    ids, table = pav.special_ids(tokenizer), data.step_end_table(tokenizer, task.delimiter)
+    ids, table = data.special_ids(tokenizer), data.step_end_table(tokenizer, task.delimiter)
     t0 = time.time()
-    encoded = [pav.prompt_ids(tokenizer, p) for p in problems]
+    encoded = [data.prompt_ids(tokenizer, p) for p in problems]
     prompts = [x for x in encoded for _ in range(GROUP)]                 # one per response: rows of a problem adjacent
     row_problems = [p for p in problems for _ in range(GROUP)]
     model.eval()
@@ -211,14 +185,14 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha,
                    generator=pav.generator("rl", seed, it, device), **ids)
     y, y_mask = r.ids.cpu(), r.mask.cpu()                                 # (N, T)
     responses = [row[:L] for row, L in zip(y.tolist(), y_mask.sum(-1).tolist())]
-    outcomes = torch.tensor([pav.outcome(task, tokenizer, p, resp) for p, resp in zip(row_problems, responses)])  # (N,)
+    outcomes = torch.tensor([data.outcome(task, tokenizer, p, resp) for p, resp in zip(row_problems, responses)])  # (N,)
     steps = step_index(y, y_mask, table)                                  # (N, T)
     n_steps = data.step_ends(y, y_mask, table).sum(-1)                    # (N,)
     term = torch.zeros(len(responses), int(n_steps.max()))                # (N, H): ORM-RL, the outcome alone
     valid = torch.zeros(term.shape, dtype=torch.bool)
     if alpha > 0:
-        q_pi, q_mu, a_mu, m, valid = scorer.score(row_problems, prompts, responses, model,
-                                                  pav.stream_seed("rl prover", seed, it))
+        q_pi, q_mu, a_mu, m, valid = scorer.score(prompts, responses, problems=row_problems, policy=model,
+                                                  seed=pav.stream_seed("rl prover", seed, it))
         term = q_mu[:, 1:] * valid if cfg.control == "reward-q" else a_mu                    # (N, H)
     rewards = token_rewards(outcomes, term, steps, GROUP, alpha)          # (N, T)
     model.train()
@@ -238,16 +212,16 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha,
              "entropy": float(-(logp * mask).sum() / n_tok), "length": float(y_mask.sum(-1).float().mean()),
              "steps": float(n_steps.float().mean()), "seconds": time.time() - t0}
     if hasattr(task, "sound"):   # arithmetic: the share with every line right, which a lucky answer is not
-        stats["sound"] = float(np.mean([task.sound(p, pav.response_text(tokenizer, resp))
+        stats["sound"] = float(np.mean([task.sound(p, data.response_text(tokenizer, resp))
                                         for p, resp in zip(row_problems, responses)]))
     return stats, (prompts, responses, outcomes, term)
 
 
 def response_logprobs(model, prompts, ids, mask, pad_id):
-    """log pi(y_t | x, y_<t) of each response token, one teacher-forced pass: (N, T). Prompts (token lists) are
-    left-padded so that every response (ids, mask: (N, T), right-padded) starts at the same column."""
+    """log pi(y_t | x, y_<t) of each response token (ids, mask: (N, T)), one teacher-forced pass: (N, T). The prompts
+    are left-padded so that every response starts at the same column."""
     device = next(model.parameters()).device
-    p_ids, p_mask = pav.left_pad(prompts, pad_id, device)                 # (N, P)
+    p_ids, p_mask = (t.to(device) for t in pav.pad_rows(prompts, pad_id, left=True))   # (N, P)
     P = p_ids.shape[1]
     x = torch.cat([p_ids, ids.to(device)], 1)                             # (N, P + T)
     attn = torch.cat([p_mask, mask.to(device).long()], 1)                 # (N, P + T)
@@ -300,13 +274,13 @@ def train(name, base, scorer, task, tokenizer, cfg, seed, alpha, out, gamma=None
         if it % CKPT_EVERY == 0 or it == cfg.iterations:
             state = {"settings": run_settings(cfg, name, seed, gamma, alpha), "iteration": it,
                      "model": model.state_dict(), "opt": opt.state_dict(), "history": history}
-            pav.write_atomic(ckpt, lambda tmp: torch.save(state, tmp))
+            data.write_atomic(ckpt, lambda tmp: torch.save(state, tmp))
     return model.eval(), history
 
 
 def run_settings(cfg, name, seed, gamma, alpha):
-    """What a checkpoint must have been made with to be resumed: every setting but the run length, the seeds and gammas
-    of other runs, and the memory knobs (batch_rows and micro_batch_size change nothing but memory)."""
+    """What a checkpoint must have been made with to be resumed: every setting but the run length, the other runs'
+    seeds and gammas, and the memory knobs."""
     skip = {"resume", "seeds", "gammas", "iterations", "batch_rows", "micro_batch_size"}
     return {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip},
             "run": name, "seed": seed, "gamma": gamma, "alpha": alpha}
@@ -356,12 +330,9 @@ def responses_to_reach(curve, target):
 
 
 def sample_efficiency(orm, pav_, n_eval):
-    """Responses ORM-RL needed to reach its final accuracy / responses PAV-RL needed to reach the same accuracy.
-
-    The final accuracy is the smoothed last evaluation. If ORM-RL made no measurable progress (final below start + 2
-    binomial standard errors), the target is that smallest measurable progress. ORM-RL's count is its first evaluation
-    at the target (a passing rise counts), or its whole run if it never got there: then the ratio is a lower bound.
-    The ratio is None if PAV-RL never got there."""
+    """Responses ORM-RL needed to reach its final accuracy (smoothed) / responses PAV-RL needed to reach it. If ORM-RL
+    made no measurable progress (below start + 2 binomial standard errors), the target is that least measurable
+    progress, and ORM-RL's whole run the count: a lower bound. None if PAV-RL never got there."""
     start = orm[0]["accuracy"]
     se = math.sqrt(max(start * (1 - start), 1 / n_eval) / n_eval)
     target = max(smoothed(orm)[-1], start + 2 * se)
@@ -393,9 +364,7 @@ def summarize(results, cfg, seeds, task):
                    sample_efficiency_per_seed=eff,
                    final_accuracy={k: float(np.mean(v)) for k, v in final.items()},
                    final_accuracy_per_seed=final,
-                   final_gap=float(np.mean(final["pav"]) - np.mean(final["orm"])),
-                   responses_to_90pct={run: [responses_to_reach(r[run]["curve"], 0.9) for r in per_seed]
-                                       for run in ("orm", "pav")})
+                   final_gap=float(np.mean(final["pav"]) - np.mean(final["orm"])))
     average = lambda ps: {"n": ps[0]["n"], "pass": [float(np.mean(v)) for v in zip(*(p["pass"] for p in ps))]}
     results["pass"] = {run: average([r["pass"][run] for r in per_seed]) for run in ("start", "orm", "pav")}
     if all("early_pass" in r["pav"] for r in per_seed):   # Fig. 3c
@@ -405,14 +374,12 @@ def summarize(results, cfg, seeds, task):
     print(f"\nfinal held-out accuracy (mean over seeds {seeds}; min..max): orm {spread(final['orm'])}, "
           f"pav {spread(final['pav'])} | gap {results['final_gap']:+.3f} "
           f"(per seed {', '.join(f'{p - o:+.3f}' for o, p in zip(final['orm'], final['pav']))})")
-    ratio = lambda e: f"{'>=' if e['lower_bound'] else ''}{e['ratio']:.1f}x"
-    print("sample efficiency (ORM-RL's responses to reach its final accuracy / PAV-RL's): " + ", ".join(
-        (f"seed {s}: none, PAV-RL never reached {accuracy_text(e['target'])}" if e["ratio"] is None else
-         f"seed {s}: {ratio(e)} ({e['responses_orm']} vs {e['responses_pav']} to reach {accuracy_text(e['target'])})")
-        for s, e in zip(seeds, eff)) + " | mean " +
-        ("none" if mean["mean"] is None else ratio({"ratio": mean["mean"], "lower_bound": mean["lower_bound"]})) +
-        (f" over the {len(eff) - mean['undefined']} seeds with a ratio" if mean["undefined"] else ""))
-    print(f"responses to reach 90% accuracy: {results['responses_to_90pct']}")
+    ratio = lambda r, lower: "none" if r is None else f"{'>=' if lower else ''}{r:.1f}x"
+    per_seed_text = [f"seed {s}: {ratio(e['ratio'], e['lower_bound'])} ({e['responses_orm']} vs {e['responses_pav']} "
+                     f"to reach {accuracy_text(e['target'])})" for s, e in zip(seeds, eff)]
+    print("sample efficiency (ORM-RL's responses to reach its final accuracy / PAV-RL's; none: PAV-RL never did): "
+          + ", ".join(per_seed_text) + f" | mean {ratio(mean['mean'], mean['lower_bound'])}"
+          + (f" over the {len(eff) - mean['undefined']} seeds with a ratio" if mean["undefined"] else ""))
     for key in ("pass", "early_pass"):
         if key in results:
             print(("Pass@N" if key == "pass" else f"Pass@N at iteration {EARLY_ITERATION[task.name]}") +
@@ -439,11 +406,14 @@ def summarize_sweep(results, gammas):
 
 
 def plot(results, path, early=False):
-    """Accuracy against sampled responses (mean over seeds, and their range) beside Pass@N."""
+    """Accuracy against sampled responses (mean over seeds, and their range) beside Pass@N; after a sweep over the
+    prover's strength, the accuracy averaged over each run against it (Fig. 3b)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
+    sweep = "sweep" in results and not early
+    fig, axes = plt.subplots(1, 3 if sweep else 2, figsize=(15 if sweep else 10, 3.8))
+    a, b = axes[:2]
     colors = {"start": "0.5", "orm": "C0", "pav": "C1"}
     for run, label in (("orm", "ORM-RL (outcome only)"), ("pav", "PAV-RL (effective reward)")):
         curves = [r[run]["curve"] for r in results["seeds"].values()]
@@ -459,24 +429,15 @@ def plot(results, path, early=False):
     b.set_xscale("log", base=2)
     b.set(xlabel="N", ylabel="Pass@N", title="Pass@N" + (" early (cf. Fig. 3c)" if early else " (cf. Fig. 8a)"))
     b.legend()
+    if sweep:
+        c = axes[2]
+        c.plot([s["gamma"] for s in results["sweep"]], [s["mean_accuracy"] for s in results["sweep"]], "o-",
+               color="C1", label="PAV-RL")
+        c.axhline(results["sweep_orm_mean_accuracy"], color="C0", ls="--", label="ORM-RL")
+        c.set(xlabel=r"prover strength $\gamma$", ylabel="accuracy averaged over the run", title="(cf. Fig. 3b)")
+        c.legend()
     fig.tight_layout()
-    pav.save_png(fig, path)
-    plt.close(fig)
-
-
-def plot_sweep(results, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([s["gamma"] for s in results["sweep"]], [s["mean_accuracy"] for s in results["sweep"]], "o-", color="C1",
-            label="PAV-RL")
-    ax.axhline(results["sweep_orm_mean_accuracy"], color="C0", ls="--", label="ORM-RL")
-    ax.set(xlabel=r"prover strength $\gamma$", ylabel="accuracy averaged over the run",
-           title="Prover-strength sweep (cf. Fig. 3b)")
-    ax.legend()
-    fig.tight_layout()
-    pav.save_png(fig, path)
+    data.save_png(fig, path)
     plt.close(fig)
 
 
@@ -503,7 +464,15 @@ def check_checkpoints(cfg, runs, out_of):
 
 def main(argv=None):
     cfg = pav.parse_config(RLConfig, argv)
-    seeds, gammas = check(cfg)
+    pav.check_config(cfg)                  # nonsense is refused here, before any work
+    seeds = pav.number_list(cfg.seeds, "seeds", positive=False)
+    gammas = pav.number_list(cfg.gammas, "gammas", float)
+    if cfg.batch_size % GROUP:
+        pav.fail(f"--batch-size {cfg.batch_size} must be a multiple of {GROUP}, the responses per problem")
+    if cfg.control not in ("", "mu-pi", "reward-q"):
+        pav.fail(f"--control must be mu-pi or reward-q, got {cfg.control!r}")
+    if len(gammas) > 1 and cfg.task != "planted":
+        pav.fail("--gammas is planted's prover; the other tasks' prover is --prover")
     device, dtype = pav.pick_device()
     task = pav.make_task(cfg)
     gammas = gammas if task.name == "planted" and cfg.control != "mu-pi" else [None]
@@ -523,7 +492,7 @@ def main(argv=None):
             scorers = {g: GammaProver(task, g, TOY_MC) for g in gammas}
         else:
             verifiers = pav.load_or_train_verifiers(base, task, tokenizer, scfg, device, names=("pqm",))
-            scorers = {None: LearnedPAV(pav.make_pav(verifiers, tokenizer, task, scfg))}
+            scorers = {None: pav.make_pav(verifiers, tokenizer, task, scfg)}
         os.makedirs(out_of(seed), exist_ok=True)
         trained, models = {}, {}
         for name, _, gamma, alpha in (r for r in runs if r[1] == seed):   # ORM-RL (alpha 0) reads no scorer
@@ -541,9 +510,8 @@ def main(argv=None):
     summarize(results, cfg, seeds, task)
     if len(gammas) > 1:
         summarize_sweep(results, gammas)
-        plot_sweep(results, os.path.join(cfg.out, f"rl{tag}_gammas.png"))
     path = os.path.join(cfg.out, f"rl{tag}.json")
-    pav.save_json(results, path)
+    data.save_json(results, path)
     plot(results, os.path.join(cfg.out, f"rl{tag}.png"))
     if "early_pass" in results:
         plot(results, os.path.join(cfg.out, f"rl{tag}_early.png"), early=True)

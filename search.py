@@ -4,16 +4,12 @@ reward, against best-of-N ranked by an outcome verifier, at counted token cost.
     python search.py                         # CPU: reuses the policy and verifiers of `python rl.py` (or builds them)
     python search.py --task arith            # the lesson: where best-of-N is at its ceiling, search has no room
     python search.py --provers 1,2,4,8,16,32 # PAV beam search with mu = BoK(pi) for each K (Fig. 5b)
-    python search.py --alphas 0,0.2,0.5,1,2  # pick alpha on validation problems, then run the table
     python search.py --model DIR --data train.jsonl --eval-data test.jsonl   # your causal LM on one GPU
 
-On held-out problems, for each budget N: best-of-N ranked by the ORM, best-of-N ranked by the PQM's final Q_hat^pi
-("PAV as ORM") and Pass@N (the ceiling), all on one set of N samples per problem; and beam search with B = N beams and
-C next steps sampled per beam, scored by Q_hat^pi alone ("q_beam") or by the effective reward Q_hat^pi + alpha A_hat^mu
-("pav_beam"). It prints one table (tokens and steps per problem, accuracy with a 95% Wilson interval, and the Pass@N of
-each method's final candidates, Fig. 6a) and saves it with the compute-efficiency ratio and the gap at the largest N
-(runs/<task>/search.json), the accuracy against sampled tokens (search.png, cf. Fig. 4), and the final beams of two
-problems per beam-search row with their scores (search_samples.txt).
+On held-out problems, for each budget N: best-of-N ranked by the ORM or by the PQM's final Q_hat^pi ("PAV as ORM"),
+and Pass@N (the ceiling), on one set of N samples per problem; beam search with B = N beams and C next steps per beam,
+scored by Q_hat^pi alone ("q_beam") or by the effective reward Q_hat^pi + alpha A_hat^mu ("pav_beam"). Writes to --out
+search.json (the table), search.png (accuracy against sampled tokens, cf. Fig. 4) and search_samples.txt (beams).
 
 Differences from the paper:
 1. The search starts from B copies of the bare problem, so the first depth already samples B * C first steps (one root
@@ -23,16 +19,14 @@ Differences from the paper:
    beams, as in plain beam search (merging them stalls search on arithmetic, where every line has one right text).
 3. Cost is sampled tokens (and steps) of the policy; the verifiers' forward passes are not counted, as in the paper.
 4. alpha is tuned (with --alphas) on training problems at one budget (TUNE_N), not over the full range of N.
-5. The compute-efficiency ratio is the tokens ORM best-of-N spends at its best accuracy (its smallest budget that
-   reaches it) over the tokens PAV beam search needs for that accuracy, read off its curve by linear interpolation in
-   log tokens between the two budgets that bracket it; the paper compares at N = 128.
+5. The compute-efficiency ratio compares the tokens ORM best-of-N spends at its best accuracy with those PAV beam
+   search needs for it (`compute_efficiency`); the paper compares at N = 128.
 """
 
 import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,7 +37,7 @@ import pav
 from pav import arg
 
 
-@dataclass
+@dataclasses.dataclass
 class SearchConfig(pav.Config):
     ns: str = arg("2,4,8,16,32", "budgets N: samples of best-of-N, beams of beam search")
     expand: int = arg(3, "C: next steps sampled from each beam at every depth", "positive")
@@ -55,20 +49,10 @@ class SearchConfig(pav.Config):
 TUNE_N, TUNE_PROBLEMS = 8, 128   # --alphas: the budget and the number of (training) problems they are compared on
 
 
-def check(cfg):
-    """Reject nonsense before any work; returns the budgets, the alphas to try and the provers K to sweep."""
-    pav.check_config(cfg)
-    ns = sorted(set(pav.number_list(cfg.ns, "ns")))
-    alphas = pav.number_list(cfg.alphas, "alphas", float, positive=False) if cfg.alphas else []
-    if any(not 0 <= a <= 10 for a in alphas):
-        pav.fail(f"--alphas must be in [0, 10], got {cfg.alphas!r}")
-    return ns, alphas, pav.number_list(cfg.provers, "provers") if cfg.provers else []
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Step-level beam search (section 4.1): the core takes its step sampler and its scorer as functions
 
-@dataclass
+@dataclasses.dataclass
 class Beam:
     response: list   # token ids after the prompt
     score: float     # search score of its newest step
@@ -77,24 +61,17 @@ class Beam:
 
 
 def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth, merge=False):
-    """Beam search over steps for all problems at once.
-
-    sample_steps(rows, C) -> for each (problem, prefix) row, C sampled next steps (token lists);
-    score(rows) -> (search score, Q_hat^pi) of each (problem, prefix) row, two (R,) tensors;
-    done(problem, prefix) -> whether the prefix is a complete response.
-    Every depth: each unfinished beam samples C next steps (all beams of all problems in one call), the candidates join
-    the finished responses of the pool, and the top `width` by score stay. Identical candidates are beams of their own
-    (plain beam search), or one candidate with `merge` (beam search over distinct prefixes, which the tests compare with
-    brute force). Returns each problem's final pool (best first), answer (the finished beam with the highest
-    Q_hat^pi), and sampled tokens and steps.
-    """
+    """Beam search over steps for all problems at once (differences 1 and 2 above). sample_steps(rows, C) -> C next
+    steps (token lists) of each (problem, prefix) row; score(rows) -> (search score, Q_hat^pi), two (R,) tensors;
+    done(i, y) -> whether y is a complete response; `merge`: identical candidates are one (the tests' brute force).
+    Returns each problem's final pool (best first), answer, and sampled tokens and steps."""
     pool = [[Beam([], 0.0, 0.0, False) for _ in range(width)] for _ in range(n_problems)]   # B copies of the problem
     tokens, steps = [0] * n_problems, [0] * n_problems
-    for depth in range(max_depth):
+    for _ in range(max_depth):
         open_ = [(i, b.response) for i in range(n_problems) for b in pool[i] if not b.done]
         if not open_:
             break
-        children = sample_steps(open_, expand)
+        children = sample_steps(open_, expand)                           # all beams of all problems in one call
         candidates = [[b for b in beams if b.done] for beams in pool]     # finished responses stay in the running
         seen = [{tuple(b.response) for b in c} for c in candidates]
         new = []
@@ -110,10 +87,8 @@ def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth,
             candidates[i].append(Beam(y, s_i, q_i, done(i, y)))
         # keep the top B by score; at a tie a finished response first, then the earlier candidate (a stable sort)
         pool = [sorted(c, key=lambda b: (-b.score, not b.done))[:width] for c in candidates]
-    answers = []
-    for beams in pool:
-        finished = [b for b in beams if b.done] or beams                  # (only if max_depth cut the search short)
-        answers.append(max(finished, key=lambda b: b.q))                  # the first at a tie
+    # the answer: the finished beam with the highest Q_hat^pi, the first at a tie (any beam if max_depth cut it short)
+    answers = [max([b for b in beams if b.done] or beams, key=lambda b: b.q) for beams in pool]
     return pool, answers, tokens, steps
 
 
@@ -129,17 +104,14 @@ def pav_scorer(pav_, prompts, alpha):
 
 
 def step_sampler(model, task, tokenizer, problems, cfg, table, g):
-    """The rollout engine in one-step mode: C next steps of every (problem, prefix) row, sampled in one batch (in
-    chunks of at most --batch-rows rows, the memory bound)."""
-    ids = pav.special_ids(tokenizer)
-
+    """The rollout engine in one-step mode: C next steps of every (problem, prefix) row, --batch-rows rows a call."""
     def sample_steps(rows, expand):
         out, per_call = [], max(1, cfg.batch_rows // expand)
         for s in range(0, len(rows), per_call):
             chunk = rows[s:s + per_call]
-            r = pav.sample(model, [pav.prompt_ids(tokenizer, problems[i]) + y for i, y in chunk], n=expand,
+            r = pav.sample(model, [data.prompt_ids(tokenizer, problems[i]) + y for i, y in chunk], n=expand,
                            max_new_tokens=[task.max_new_tokens - len(y) for _, y in chunk],
-                           temperature=pav.TEMPERATURE, stop_table=table, generator=g, **ids)
+                           temperature=pav.TEMPERATURE, stop_table=table, generator=g, **data.special_ids(tokenizer))
             lengths, new = r.mask.sum(-1).tolist(), r.ids.tolist()        # (R * C,), (R * C, T)
             steps = [row[:L] for row, L in zip(new, lengths)]
             out += [steps[k * expand:(k + 1) * expand] for k in range(len(chunk))]
@@ -149,10 +121,10 @@ def step_sampler(model, task, tokenizer, problems, cfg, table, g):
 
 def run_beam(model, pav_, task, tokenizer, problems, width, alpha, cfg, table):
     """Beam search on `problems`; every call draws the same sampling noise ("search" stream), whatever ran before."""
-    prompts = [pav.prompt_ids(tokenizer, p) for p in problems]
+    prompts = [data.prompt_ids(tokenizer, p) for p in problems]
     g = pav.generator("search", cfg.seed, device=next(model.parameters()).device)
     return beam_search(len(problems), step_sampler(model, task, tokenizer, problems, cfg, table, g),
-                       pav_scorer(pav_, prompts, alpha), lambda i, y: pav.is_complete(y, task, tokenizer), width,
+                       pav_scorer(pav_, prompts, alpha), lambda i, y: data.is_complete(y, task, tokenizer), width,
                        cfg.expand, max_depth=task.max_new_tokens)
 
 
@@ -165,23 +137,15 @@ def sample_best_of_n(model, task, tokenizer, problems, n, cfg, table):
     g = pav.generator("search", cfg.seed, device=next(model.parameters()).device)
     responses = pav.rollout_responses(model, task, tokenizer, problems, [(i, []) for i in range(len(problems))], n,
                                       cfg, generator=g)
-    shape = (len(problems), n)
-    correct = torch.tensor([pav.outcome(task, tokenizer, problems[k // n], y)
-                            for k, y in enumerate(responses)]).view(shape)                    # (P, n)
-    tokens = torch.tensor([float(len(y)) for y in responses]).view(shape)                     # (P, n)
-    steps = torch.tensor([float(len(pav.step_cuts(y, table)) - 1) for y in responses]).view(shape)   # (P, n)
+    correct = torch.tensor([data.outcome(task, tokenizer, problems[k // n], y)
+                            for k, y in enumerate(responses)]).view(-1, n)                    # (P, n)
+    tokens = torch.tensor([float(len(y)) for y in responses]).view(-1, n)                     # (P, n)
+    steps = torch.tensor([float(len(pav.step_cuts(y, table)) - 1) for y in responses]).view(-1, n)   # (P, n)
     return responses, correct, tokens, steps
 
 
-def final_q(verifier, tokenizer, prompts, responses, table, batch=256):
-    """A verifier's prediction after the last step of each complete response: (R,)."""
-    q, m = pav.predict_q(verifier, tokenizer, prompts, responses, table, batch)   # (R, H+1), (R, H+1)
-    return q[torch.arange(len(q)), m.sum(1) - 1]                         # (R,)
-
-
 def best_of_n(scores, correct, n):
-    """The first n samples of each problem; the answer is the one with the highest score (the first at a tie).
-    scores, correct: (P, N_max). Returns (P,) correctness of the chosen response."""
+    """(P,) correctness of the top-scored of each problem's first n samples (the first at a tie); inputs (P, N_max)."""
     pick = scores[:, :n].argmax(1)                                        # (P,)
     return correct[:, :n].gather(1, pick[:, None]).squeeze(1)             # (P,)
 
@@ -223,7 +187,7 @@ def tokens_to_reach(curve, target):
 
 
 def compute_efficiency(rows):
-    """Tokens ORM best-of-N needs for its best accuracy / tokens PAV beam search needs to reach that accuracy."""
+    """ORM best-of-N's tokens at its best accuracy (its smallest budget reaching it) / PAV beam search's to reach it."""
     curve = lambda m: [(r["tokens"], r["accuracy"]) for r in sorted(rows, key=lambda r: r["n"]) if r["method"] == m]
     orm, beam = curve("orm_best_of_n"), curve("pav_beam")
     best = max(a for _, a in orm)
@@ -248,12 +212,11 @@ def plot(rows, task, alpha, path):
         x, y = [r["tokens"] for r in rs], [r["accuracy"] for r in rs]
         err = [[a - r["ci_low"] for a, r in zip(y, rs)], [r["ci_high"] - a for a, r in zip(y, rs)]]
         ax.errorbar(x, y, yerr=err, fmt=style, ms=4, capsize=2, label=label.replace(r"\alpha", f"{alpha:g}"))
-    ax.set_xscale("log")
-    ax.set(xlabel="sampled tokens per problem", ylabel="held-out accuracy (95% Wilson interval)",
+    ax.set(xscale="log", xlabel="sampled tokens per problem", ylabel="held-out accuracy (95% Wilson interval)",
            title=f"{task}: search vs best-of-N at matched compute (cf. Fig. 4)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    pav.save_png(fig, path)
+    data.save_png(fig, path)
     plt.close(fig)
 
 
@@ -261,7 +224,12 @@ def plot(rows, task, alpha, path):
 
 def main(argv=None):
     cfg = pav.parse_config(SearchConfig, argv)
-    ns, alphas, provers = check(cfg)
+    pav.check_config(cfg)   # reject nonsense before any work
+    ns = sorted(set(pav.number_list(cfg.ns, "ns")))
+    alphas = pav.number_list(cfg.alphas, "alphas", float, positive=False) if cfg.alphas else []
+    if any(not 0 <= a <= 10 for a in alphas):
+        pav.fail(f"--alphas must be in [0, 10], got {cfg.alphas!r}")
+    provers = pav.number_list(cfg.provers, "provers") if cfg.provers else []
     device, dtype = pav.pick_device()
     print(f"device {device} | dtype {dtype} | task {cfg.task} | seed {cfg.seed} | budgets {ns} | C {cfg.expand} | "
           f"out {cfg.out}")
@@ -272,7 +240,7 @@ def main(argv=None):
     table = data.step_end_table(tokenizer, task.delimiter)
     pav_ = pav.make_pav(verifiers, tokenizer, task, cfg)
     problems = pav.eval_problems(task, cfg)[:cfg.search_problems]
-    prompts = [pav.prompt_ids(tokenizer, p) for p in problems]
+    prompts = [data.prompt_ids(tokenizer, p) for p in problems]
     summary = {"task": cfg.task, "config": dataclasses.asdict(cfg), "interval": "95% Wilson score"}
 
     alpha = cfg.alpha   # picked on training problems, never on the held-out problems of the table
@@ -281,7 +249,7 @@ def main(argv=None):
         tuning = []
         for a in tqdm(alphas, desc="tuning alpha", leave=False):
             _, answers, tok, _ = run_beam(model, pav_, task, tokenizer, val, TUNE_N, a, cfg, table)
-            acc = float(np.mean([pav.outcome(task, tokenizer, p, b.response) for p, b in zip(val, answers)]))
+            acc = float(np.mean([data.outcome(task, tokenizer, p, b.response) for p, b in zip(val, answers)]))
             tuning.append({"alpha": a, "accuracy": acc, "tokens": float(np.mean(tok))})
             tqdm.write(f"alpha {a:g} | N {TUNE_N} | validation accuracy {acc:.3f} ({len(val)} problems)")
         alpha = max(tuning, key=lambda t: t["accuracy"])["alpha"]          # the smallest alpha at a tie
@@ -296,8 +264,10 @@ def main(argv=None):
     # best-of-N, PAV as ORM and Pass@N share one set of max(N) samples per problem; N takes the first N of them
     responses, correct, lengths, n_steps = sample_best_of_n(model, task, tokenizer, problems, max(ns), cfg, table)
     flat_prompts = [prompts[k // max(ns)] for k in range(len(responses))]
-    scores = {m: final_q(verifiers[v], tokenizer, flat_prompts, responses, table, pav_.batch).view(correct.shape)
-              for m, v in (("orm_best_of_n", "orm"), ("pav_as_orm", "pqm"))}                  # (P, N_max) each
+    scores = {}   # a verifier's prediction after the last step of each response: (P, N_max) each
+    for method, v in (("orm_best_of_n", "orm"), ("pav_as_orm", "pqm")):
+        q, m = pav.predict_q(verifiers[v], tokenizer, flat_prompts, responses, table, pav_.batch)   # (R, H+1) each
+        scores[method] = q[torch.arange(len(q)), m.sum(1) - 1].view(correct.shape)
     for n in ns:
         cost = (lengths[:, :n].sum(1).tolist(), n_steps[:, :n].sum(1).tolist())
         for method in ("orm_best_of_n", "pav_as_orm", "pass_at_n"):
@@ -311,8 +281,8 @@ def main(argv=None):
 
     def beam_rows(method, n, alpha, pav_for=pav_):
         pool, answers, tok, st = run_beam(model, pav_for, task, tokenizer, problems, n, alpha, cfg, table)
-        chosen = [pav.outcome(task, tokenizer, p, b.response) for p, b in zip(problems, answers)]
-        hit = [max([pav.outcome(task, tokenizer, p, b.response) for b in beams if b.done] or [0.0])
+        chosen = [data.outcome(task, tokenizer, p, b.response) for p, b in zip(problems, answers)]
+        hit = [max([data.outcome(task, tokenizer, p, b.response) for b in beams if b.done] or [0.0])
                for p, beams in zip(problems, pool)]                       # Pass@N of the final pool (Fig. 6a)
         rows.append(table_row(method, n, chosen, tok, st, hit))
         report(rows[-1])
@@ -320,7 +290,7 @@ def main(argv=None):
             for p, beams in list(zip(problems, pool))[:2]:
                 f.write(f"--- {method} | N {n} | problem {p.prompt!r} | answer {p.answer}\n" + "".join(
                     f"  score {b.score:+.3f} | Q_hat {b.q:.3f} | {'done' if b.done else 'open'} | "
-                    f"Rex {pav.outcome(task, tokenizer, p, b.response):.0f} | {tokenizer.decode(b.response)!r}\n"
+                    f"Rex {data.outcome(task, tokenizer, p, b.response):.0f} | {tokenizer.decode(b.response)!r}\n"
                     for b in beams))
 
     for n in tqdm(ns, desc="beam search", leave=False):
@@ -330,18 +300,18 @@ def main(argv=None):
         beam_rows(f"pav_beam_bo{K}", max(ns), alpha, pav.PAV(verifiers["pqm"], tokenizer, table, K, pav_.batch))
 
     eff = compute_efficiency(rows)
-    at = {r["method"]: r for r in rows if r["n"] == max(ns)}
-    gap = at["pav_beam"]["accuracy"] - at["orm_best_of_n"]["accuracy"]
-    gap_q = at["pav_beam"]["accuracy"] - at["q_beam"]["accuracy"]
+    acc = {r["method"]: r["accuracy"] for r in rows if r["n"] == max(ns)}   # at the largest budget
+    gap = acc["pav_beam"] - acc["orm_best_of_n"]
+    gap_q = acc["pav_beam"] - acc["q_beam"]
     summary.update(rows=rows, compute_efficiency=eff["ratio"], compute_efficiency_detail=eff, gap_at_max_n=gap,
                    gap_to_q_beam_at_max_n=gap_q, max_n=max(ns), problems=len(problems), seconds=time.time() - t_start)
     ratio = "not reached" if eff["ratio"] is None else f"{eff['ratio']:.2f}x"
     print(f"compute efficiency (ORM best-of-N tokens for its best accuracy {eff['target_accuracy']:.3f} / PAV beam "
           f"search tokens to reach it, log-linear interpolation): {ratio}")
-    print(f"gap at N = {max(ns)}: PAV beam {at['pav_beam']['accuracy']:.3f} - ORM best-of-N "
-          f"{at['orm_best_of_n']['accuracy']:.3f} = {gap:+.3f}; - Q^pi beam {at['q_beam']['accuracy']:.3f} = {gap_q:+.3f}")
+    print(f"gap at N = {max(ns)}: PAV beam {acc['pav_beam']:.3f} - ORM best-of-N {acc['orm_best_of_n']:.3f} = "
+          f"{gap:+.3f}; - Q^pi beam {acc['q_beam']:.3f} = {gap_q:+.3f}")
     path, png = os.path.join(cfg.out, "search.json"), os.path.join(cfg.out, "search.png")
-    pav.save_json(summary, path)
+    data.save_json(summary, path)
     plot(rows, cfg.task, alpha, png)
     print(f"saved {path} and {png} ({time.time() - t_start:.0f}s)")
 

@@ -71,7 +71,7 @@ def ours(model, tok, prefixes, n, budgets):
 
 def hf_generate(model, tok, prefixes, n, budgets):
     device = next(model.parameters()).device
-    ids, mask = pav.left_pad(prefixes, tok.pad_token_id, device)          # (B, P)
+    ids, mask = (t.to(device) for t in pav.pad_rows(prefixes, tok.pad_token_id, left=True))   # (B, P)
     out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
                          max_new_tokens=max(budgets), num_return_sequences=n, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id)
@@ -136,7 +136,7 @@ pav.seed_everything(bench.seed)
 
 # Workload 1: one whole response to each held-out prompt.
 problems = pav.eval_problems(task, dataclasses.replace(cfg, eval_problems=bench.batch))[:bench.batch]
-prompts = [pav.prompt_ids(tok, p) for p in problems]
+prompts = [data.prompt_ids(tok, p) for p in problems]
 
 # Workload 2: every unfinished prefix of n_responses responses sampled by the policy, with its remaining budget.
 resp_problems = task.problems(bench.n_responses, random.Random(30_000 + bench.seed))
@@ -144,8 +144,8 @@ responses = pav.rollout_responses(model, task, tok, resp_problems, [(i, []) for 
                                   cfg)
 table = data.step_end_table(tok, task.delimiter)
 states = [(i, y[:c]) for i, y in enumerate(responses) for c in pav.step_cuts(y, table)[:-1]
-          if not pav.is_complete(y[:c], task, tok)]
-state_prefixes = [pav.prompt_ids(tok, resp_problems[i]) + p for i, p in states]
+          if not data.is_complete(y[:c], task, tok)]
+state_prefixes = [data.prompt_ids(tok, resp_problems[i]) + p for i, p in states]
 state_budgets = [T - len(p) for _, p in states]
 print(f"sampling: {len(prompts)} prompts x 1, budget {T} | labelling: {len(states)} prefixes of "
       f"{bench.n_responses} responses x {bench.n_mc} rollouts = {len(states) * bench.n_mc} rows, "

@@ -43,11 +43,11 @@ def main(argv=None):
         pav.fail(f"no cached labels under {pav.seed_dir(cfg)}: run `python pav.py` with the same flags first")
     saved = pav.load_tensors(labels_path, "delete it")
     problems = task.problems(cfg.n_problems, pav.rng("labels", cfg.seed))
-    prompts = [pav.prompt_ids(tokenizer, problems[i]) for i in saved["index"]]
+    prompts = [data.prompt_ids(tokenizer, p) for p in problems]
     table = data.step_end_table(tokenizer, task.delimiter)
     held = pav.load_tensors(held_path, "delete it")
     held_problems = task.problems(pav.REPORT_PROBLEMS, pav.rng("held-out labels", cfg.seed), split="test")
-    held_prompts = [pav.prompt_ids(tokenizer, p) for p in held_problems]
+    held_prompts = [data.prompt_ids(tokenizer, p) for p in held_problems]
     q_mc, K = held["counts"] / pav.REPORT_MC, pav.prover_k(cfg)
     mu_mc = pav.bok_unbiased(held["counts"], pav.REPORT_MC, K)
     backbone = pav.load_lm(pav.verifier_backbone(cfg)) if pav.verifier_backbone(cfg) else model
@@ -59,7 +59,7 @@ def main(argv=None):
         v = pav.train_verifier(v, tokenizer, prompts, saved["responses"], saved["counts"] / cfg.n_mc,
                                saved["labelled"], table, cfg, desc=name)
         q, m = pav.predict_q(v, tokenizer, held_prompts, held["responses"], table, cfg.micro_batch_size or 256)
-        m = m & held["m"][:, :m.shape[1]]
+        m = m & held["labelled"][:, :m.shape[1]]
         mae = float((q - q_mc[:, :q.shape[1]])[m].abs().mean())
         m_adv = m[:, 1:] & m[:, :-1]
         x = pav.advantages(pav.bok_closed(q, K))[m_adv]

@@ -7,12 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 import pav
+from benchmarks import prover_table
 from conftest import ROOT
 
 SCRIPT = os.path.join(ROOT, "pav.py")
@@ -26,7 +26,9 @@ TINY = ["--task", "planted", "--d-model", "32", "--n-layers", "1", "--eval-probl
 @pytest.fixture
 def tiny_table(monkeypatch):
     for name, value in [("TABLE_STATES", 16), ("TABLE_ACTIONS", 2), ("TABLE_MC", 16), ("PROVER_KS", (1, 2, 4)),
-                        ("TABLE_GAMMAS", (5, 10)), ("REPORT_PROBLEMS", 16), ("REPORT_MC", 8)]:
+                        ("TABLE_GAMMAS", (5, 10))]:
+        monkeypatch.setattr(prover_table, name, value)
+    for name, value in [("REPORT_PROBLEMS", 16), ("REPORT_MC", 8)]:
         monkeypatch.setattr(pav, name, value)
 
 
@@ -60,27 +62,31 @@ def test_planted_end_to_end_builds_then_reloads_and_repeats(tmp_path, tiny_table
     second = capsys.readouterr().out
     assert "building the base policy" in first and "loading the base policy" in second
     assert first.splitlines()[0].startswith("device cpu | dtype torch.float32 | task planted")
-
-    lines = first.splitlines()
-    head = next(i for i, l in enumerate(lines) if re.match(r"\s*prover \| +distinguishability \| +alignment \|", l))
-    names = [l.split("|")[0].strip() for l in lines[head + 1:head + 6]]
-    assert names == ["pi", "Bo2(pi)", "Bo4(pi)", "gamma=5", "gamma=10"]
-
-    report = json.loads((out / "provers.json").read_text())
-    assert report["task"] == "planted" and report["eval_samples"] == 64 * 8
-    assert 0.0 <= report["base_accuracy"] <= 1.0
-    assert [r["prover"] for r in report["provers"]] == names
-    for r in report["provers"]:
-        for key in ("distinguishability", "distinguishability_se", "alignment", "alignment_se", "mean_q"):
-            assert finite(r[key]), (r, key)
-        assert 0.0 <= r["mean_q"] <= 1.0
-    assert report["config"]["n_mc"] == 8 and report["config"]["out"] == str(out)
-    assert "16 states x 2 actions x 16 rollouts" in first
+    assert first_report["eval_samples"] == 64 * 8 and 0.0 <= first_report["base_accuracy"] <= 1.0
     assert (out / "seed0" / "policy" / "settings.json").exists() and not (tmp_path / "runs").exists()
     # the same numbers whether the policy was just built or loaded: every draw has a random stream of its own
     table = lambda s: [l for l in s.splitlines() if "|" in l and not l.startswith("device")]
     assert table(first) == table(second)
     assert first.split("base policy accuracy")[1].split("\n")[0] == second.split("base policy accuracy")[1].split("\n")[0]
+
+    # Theorem 3.1's prover table (benchmarks/prover_table.py) on the same cached policy, twice: the same numbers
+    tables = []
+    for _ in range(2):
+        prover_table.main(TINY + ["--out", str(out)])
+        tables.append(capsys.readouterr().out)
+    assert "loading the base policy" in tables[0] and "16 states x 2 actions x 16 rollouts" in tables[0]
+    lines = tables[0].splitlines()
+    head = next(i for i, l in enumerate(lines) if re.match(r"\s*prover \| +distinguishability \| +alignment \|", l))
+    names = [l.split("|")[0].strip() for l in lines[head + 1:head + 6]]
+    assert names == ["pi", "Bo2(pi)", "Bo4(pi)", "gamma=5", "gamma=10"]
+    assert table(tables[0])[1:] == table(tables[1])[1:]                   # the timing line aside
+    report = json.loads((out / "provers.json").read_text())
+    assert report["task"] == "planted" and [r["prover"] for r in report["provers"]] == names
+    for r in report["provers"]:
+        for key in ("distinguishability", "distinguishability_se", "alignment", "alignment_se", "mean_q"):
+            assert finite(r[key]), (r, key)
+        assert 0.0 <= r["mean_q"] <= 1.0
+    assert report["config"]["n_mc"] == 8 and report["config"]["out"] == str(out)
 
     # verifiers: trained on the first run, loaded on the second, the same report from both
     trained = cached_in(first, "training")
@@ -162,12 +168,12 @@ def test_bad_input_fails_with_one_line(args, message, tmp_path, monkeypatch, cap
                                      "hub is reachable: HF_HUB_OFFLINE=1)\n"),
 ], ids=["task chess", "alpha abc", "model missing"])
 def test_bad_input_as_a_process(args, stderr, tmp_path):
-    """The same through a real interpreter: no warning, usage block or traceback joins the one line, within 15 s."""
-    t0 = time.time()
+    """The same through a real interpreter: no warning, usage block or traceback joins the one line, and nothing was
+    built or written first (the seconds it takes are measured outside the suite, not asserted)."""
     res = run(args + ["--out", str(tmp_path / "out")], tmp_path)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr == stderr
-    assert not (tmp_path / "out").exists() and time.time() - t0 < 15
+    assert not (tmp_path / "out").exists()
 
 
 def test_each_task_has_its_own_output_directory_and_policy():

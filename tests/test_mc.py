@@ -8,6 +8,7 @@ import torch
 
 import data
 import pav
+from benchmarks import prover_table
 from conftest import bigram_llama
 
 
@@ -129,8 +130,8 @@ def test_mc_successes_equals_n_times_outcome(arith, monkeypatch):
     assert counts.shape == (len(prefixes),)
     want = []
     for j, p in prefixes:
-        done = pav.is_complete(p, arith, tok)
-        y = p if done else p + follow(pav.prompt_ids(tok, problems[j]) + p, arith.max_new_tokens - len(p))
+        done = data.is_complete(p, arith, tok)
+        y = p if done else p + follow(data.prompt_ids(tok, problems[j]) + p, arith.max_new_tokens - len(p))
         y = y[:y.index(17)] if 17 in y else y
         want.append(n * float(tok.decode(y).split("\n")[-1] == f"A:{problems[j].answer}"))
     assert counts.tolist() == want
@@ -139,7 +140,7 @@ def test_mc_successes_equals_n_times_outcome(arith, monkeypatch):
     assert sum(want) > 0 and 0 in want
     # complete prefixes were never sent to the rollout engine, and no call exceeded batch_rows
     sent = [p for c in calls for p in c]
-    assert sent == [pav.prompt_ids(tok, problems[j]) + p for j, p in prefixes if not pav.is_complete(p, arith, tok)]
+    assert sent == [data.prompt_ids(tok, problems[j]) + p for j, p in prefixes if not data.is_complete(p, arith, tok)]
     assert all(len(c) * n <= cfg.batch_rows for c in calls)
 
 
@@ -165,7 +166,7 @@ def test_no_two_random_streams_share_a_seed():
 
 
 def test_prover_table_estimators_against_the_exact_terms_of_theorem_3_1(planted):
-    """pav.theorem_terms on a state whose Q-values are known exactly: pi is planted's procedural gamma = 3 policy (its
+    """prover_table.theorem_terms on a state whose Q-values are known exactly: pi is planted's procedural gamma = 3 policy (its
     dynamic program gives Q^pi(s, a) for every action), mu = Bo4(pi). From binomial Monte Carlo counts in two halves,
     the estimates average to the exact distinguishability Var_{a~pi}[A^mu] and alignment E_{a~pi}[A^mu A^pi]."""
     gamma, K, n, m, S = 3.0, 4, 32, 4, 40_000
@@ -183,7 +184,7 @@ def test_prover_table_estimators_against_the_exact_terms_of_theorem_3_1(planted)
     actions = torch.multinomial(pi.float(), S * m, replacement=True, generator=g).view(S, m)
     before = torch.binomial(torch.full((2, S, 1), float(n)), torch.full((2, S, 1), q_s), generator=g)
     after = torch.binomial(torch.full((2, S, m), float(n)), q_sa[actions].float().expand(2, S, m), generator=g)
-    got = pav.theorem_terms(before, after, n, K)
+    got = prover_table.theorem_terms(before, after, n, K)
     assert exact_var > 0.01 and exact_align > 0.01                      # not a degenerate state
     assert abs(got["distinguishability"] - exact_var) < 4 * got["distinguishability_se"]
     assert abs(got["alignment"] - exact_align) < 4 * got["alignment_se"]

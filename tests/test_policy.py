@@ -52,7 +52,7 @@ def test_planted_policy_learned_its_demonstrations_first_token_and_rarely_succee
     """The first token follows the gamma = 3 demonstrations (3 of 17 on the target's first token, 1 of 17 elsewhere;
     uniform is 0.11 away in total variation); the target itself is found about once in 100,000 samples (README)."""
     task, cfg, model, tokenizer = planted_policy
-    ids = torch.tensor([pav.prompt_ids(tokenizer, task.problems(1, random.Random(0))[0])])
+    ids = torch.tensor([data.prompt_ids(tokenizer, task.problems(1, random.Random(0))[0])])
     with torch.no_grad():
         p = model(input_ids=ids).logits[0, -1, :task.n_tokens].softmax(-1).double()         # (15,)
     assert (p - task.prover_probs(task.demo_gamma)[0]).abs().sum() / 2 < 0.06

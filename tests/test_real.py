@@ -60,7 +60,7 @@ def model_dir(tmp_path_factory):
 def verifier_dir(tmp_path_factory, model_dir):
     """Another model with the same tokenizer, 48 wide instead of 32 and saved in bf16: a --verifier-model."""
     path = tmp_path_factory.mktemp("wider-bf16-llama")
-    tokenizer = pav.load_tokenizer(model_dir)
+    tokenizer = data.load_tokenizer(model_dir)
     tokenizer.save_pretrained(path)
     torch.manual_seed(1)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=1,
@@ -106,7 +106,7 @@ def test_bad_data_files(tmp_path, content, message):
 
 
 def test_step_table_reads_decoded_text(model_dir):
-    tok = pav.load_tokenizer(model_dir)
+    tok = data.load_tokenizer(model_dir)
     assert tok.pad_token_id == tok.eos_token_id                          # no PAD in the tokenizer: EOS pads
     table = data.step_end_table(tok, "\n")
     newline = [i for i in range(len(tok)) if "\n" in tok.decode([i])]
@@ -125,7 +125,7 @@ def test_end_of_turn_ids_from_the_generation_config(model_dir, tmp_path):
     import shutil
     path = tmp_path / "two-ends"
     shutil.copytree(model_dir, path)
-    tok = pav.load_tokenizer(str(path))
+    tok = data.load_tokenizer(str(path))
     turn = tok.encode("####")[0]                                          # any token can be declared an end
     gen = json.loads((path / "generation_config.json").read_text()) if (path / "generation_config.json").exists() else {}
     gen["eos_token_id"] = [tok.eos_token_id, turn]
@@ -136,26 +136,26 @@ def test_end_of_turn_ids_from_the_generation_config(model_dir, tmp_path):
     model, tok = pav.load_or_build_policy(task, cfg, torch.device("cpu"))
     assert data.end_ids(tok) == [tok.eos_token_id, turn]
     assert data.step_end_table(tok, "\n")[turn]
-    ids = pav.special_ids(tok)
+    ids = data.special_ids(tok)
     only_turn = [i for i in range(len(tok)) if i != turn]                 # every token but the end of turn banned
     r = pav.sample(model, [tok.encode("Q")] * 4, max_new_tokens=8, temperature=1.0, eos_id=ids["eos_id"],
                    pad_id=ids["pad_id"], banned=only_turn)
     assert r.mask.sum(-1).tolist() == [1, 1, 1, 1] and r.ids[:, 0].tolist() == [turn] * 4   # it ended each row
     problem = data.Problem("", "7")
-    assert pav.outcome(task, tok, problem, tok.encode("#### 7")) == 0.0   # cut at the end token: nothing is left
-    assert pav.outcome(task, tok, problem, tok.encode("The answer is 7") + [turn] + tok.encode(" 8")) == 1.0
+    assert data.outcome(task, tok, problem, tok.encode("#### 7")) == 0.0   # cut at the end token: nothing is left
+    assert data.outcome(task, tok, problem, tok.encode("The answer is 7") + [turn] + tok.encode(" 8")) == 1.0
 
 
 def test_chat_template_wraps_the_prompt_once(model_dir, tmp_path):
-    tok = pav.load_tokenizer(model_dir)
+    tok = data.load_tokenizer(model_dir)
     problem = data.Problem("What is 2+2?", "4", "gsm8k")
-    assert pav.prompt_ids(tok, problem) == tok.encode("What is 2+2?", add_special_tokens=True)   # no template
+    assert data.prompt_ids(tok, problem) == tok.encode("What is 2+2?", add_special_tokens=True)   # no template
     tok.chat_template = ("{{ eos_token }}{% for m in messages %}User: {{ m['content'] }}\n{% endfor %}"
                          "{% if add_generation_prompt %}Assistant:{% endif %}")
-    ids = pav.prompt_ids(tok, problem)
+    ids = data.prompt_ids(tok, problem)
     assert tok.decode(ids) == "<|endoftext|>User: What is 2+2?\nAssistant:"
     assert ids.count(tok.eos_token_id) == 1                              # the template's own, not doubled
-    assert pav.prompt_ids(tok, data.Problem("Q:1+2\n", "3")) == tok.encode("Q:1+2\n")   # toy problems: never
+    assert data.prompt_ids(tok, data.Problem("Q:1+2\n", "3")) == tok.encode("Q:1+2\n")   # toy problems: never
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_pav_search_rl_on_a_bpe_model(model_dir, verifier_dir, tmp_path, layout)
     assert f"loading the base policy from {model_dir}" in first.stdout
     report = json.loads((tmp_path / "out" / "verifiers.json").read_text())
     assert report["held_out"]["problems"] == 4 and 0 <= report["pqm"]["mae"] <= 1
-    assert json.loads((tmp_path / "out" / "provers.json").read_text())["eval_samples"] == 4   # the whole test file
+    assert report["eval_samples"] == 4   # the whole test file
     [cache] = (tmp_path / "out" / "seed0" / "verifiers").iterdir()
     saved = json.loads((cache / "pqm" / "config.json").read_text())
     assert saved["hidden_size"] == (48 if layout == "math" else 32)     # the backbone --verifier-model named
@@ -206,7 +206,7 @@ def test_micro_batches_do_not_change_the_step(model_dir):
     import copy
     import random
     import rl
-    tok = pav.load_tokenizer(model_dir)
+    tok = data.load_tokenizer(model_dir)
     task = data.FileTask(os.path.join(DATA, "gsm8k_train.jsonl"), os.path.join(DATA, "gsm8k_test.jsonl"), max_new_tokens=8)
     problems = task.problems(2, random.Random(0))
     base = pav.AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -217,7 +217,7 @@ def test_micro_batches_do_not_change_the_step(model_dir):
     after = []
     for micro in (0, 1):
         cfg = rl.RLConfig(data="x", model=model_dir, batch_size=8, micro_batch_size=micro)
-        scorer = rl.LearnedPAV(pav.PAV(verifier, tok, table, 4, batch=micro or 256))
+        scorer = pav.PAV(verifier, tok, table, 4, batch=micro or 256)
         model = copy.deepcopy(base)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         stats, _ = rl.policy_step(model, base, opt, scorer, problems, task, tok, cfg, alpha=1.0, seed=0, it=1)
@@ -231,7 +231,7 @@ def test_micro_batches_do_not_change_the_step(model_dir):
 def test_verifier_micro_batches_do_not_change_training(model_dir, top_layers):
     """Verifier training with whole batches and with micro-batches of one response: the same weights, with and without
     fresh layers on the frozen backbone."""
-    tok = pav.load_tokenizer(model_dir)
+    tok = data.load_tokenizer(model_dir)
     table = data.step_end_table(tok, "\n")
     prompts = [tok.encode("Q: 1+1?\n"), tok.encode("Q: 2+2?\n"), tok.encode("Q: 3+3?\n")]
     responses = [tok.encode("one\ntwo\n"), tok.encode("three\n"), tok.encode("a\nb\nc\n")]
@@ -307,7 +307,7 @@ def test_bad_real_inputs(capsys, model_dir, tmp_path, monkeypatch):
     capsys.readouterr()
     assert "has no EOS token" in fails(capsys, ["--model", str(no_eos), "--data", gsm, "--eval-data", gsm])
     weightless = tmp_path / "weightless"
-    pav.load_tokenizer(model_dir).save_pretrained(weightless)
+    data.load_tokenizer(model_dir).save_pretrained(weightless)
     LlamaConfig(vocab_size=16).save_pretrained(weightless)
     assert "no weights" in fails(capsys, ["--model", str(weightless), "--data", gsm, "--eval-data", gsm])
     assert not (tmp_path / "runs").exists()                # every failure came before any work

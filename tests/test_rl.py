@@ -133,7 +133,7 @@ def test_policy_step_logs_the_share_right_by_arithmetic_apart_from_luck(arith, m
 
 def test_gamma_prover_q_converges_to_the_dynamic_program_and_advantages_are_its_differences(planted):
     responses = [[3, 6, 0, 3, 5, 1, 2], [1, 14], [3, 6, 1, 14], [2, 3, 6, 0]]
-    q, _, a, m, m_adv = rl.GammaProver(planted, 10.0, n=20_000).score(None, None, responses, None, 0)
+    q, _, a, m, m_adv = rl.GammaProver(planted, 10.0, n=20_000).score(None, responses, seed=0)
     V = planted.exact_values(10.0)
     exact = [[planted.exact_q(y[:h], 10.0, V) for h in range(len(y) + 1)] for y in responses]
     for i, y in enumerate(responses):
@@ -162,7 +162,7 @@ TINY = ["--task", "planted", "--d-model", "32", "--n-layers", "1", "--iterations
 def test_resume_reproduces_an_uninterrupted_run_exactly(tmp_path, planted, capsys, tiny_rl):
     """Two iterations, then --resume to four, against four straight: the same weights, curve and log."""
     cfg = pav.parse_config(rl.RLConfig, TINY + ["--out", str(tmp_path)])
-    rl.check(cfg)
+    pav.check_config(cfg)
     base, tok = tiny_llama(len(planted.tokenizer), seed=1), planted.tokenizer
     scorer = rl.GammaProver(planted, 10.0, n=16)
 

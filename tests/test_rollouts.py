@@ -189,7 +189,7 @@ def test_zero_limit_gives_an_empty_row(arith, model):
 
 def test_banned_tokens_are_never_sampled(arith):
     """BOS and PAD (special_ids' banned list) never appear, though the random model gives them real mass."""
-    ids = pav.special_ids(arith.tokenizer)
+    ids = data.special_ids(arith.tokenizer)
     assert ids == {"eos_id": EOS, "pad_id": PAD, "banned": [BOS, PAD], "vocab": 20}
     model = tiny_llama(20)
     prefixes = prefixes_of(arith, PREFIX_TEXTS[:2])
@@ -210,7 +210,7 @@ def test_banned_tokens_are_never_sampled(arith):
 def test_logprobs_are_zero_on_padding_when_pad_is_banned(arith, model):
     prefixes = prefixes_of(arith, PREFIX_TEXTS[:2])
     r = pav.sample(model, prefixes, n=16, max_new_tokens=12, generator=torch.Generator().manual_seed(0),
-                   **pav.special_ids(arith.tokenizer))
+                   **data.special_ids(arith.tokenizer))
     assert (~r.mask).any()
     assert (r.logprobs[~r.mask] == 0).all()
 

@@ -158,7 +158,7 @@ def test_token_and_step_counts_equal_a_hand_count(loop_policy):
     sampler = search.step_sampler(loop_policy, task, tok, problems, cfg, table, None)
     score = lambda rows: (torch.zeros(len(rows)), torch.zeros(len(rows)))
     pool, answers, tokens, steps = search.beam_search(len(problems), sampler, score,
-                                                      lambda i, y: pav.is_complete(y, task, tok), 2, 3, 10,
+                                                      lambda i, y: data.is_complete(y, task, tok), 2, 3, 10,
                                                       merge=True)
     assert tokens == [42] * 3 and steps == [12] * 3
     assert all(tok.decode(a.response) == "1+2\n1+2\n1+" and a.done for a in answers)

@@ -38,7 +38,7 @@ def random_verifier(vocab, seed=0):
 def arith_batch(arith):
     """Prompts and responses of several steps and lengths: finished, cut mid-step, at the answer, and empty."""
     tok = arith.tokenizer
-    prompts = [pav.prompt_ids(tok, p) for p in arith.problems(5, random.Random(0))]
+    prompts = [data.prompt_ids(tok, p) for p in arith.problems(5, random.Random(0))]
     responses = [tok.encode("5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4") + [A_EOS], tok.encode("1+2=3\n3+"),
                  tok.encode("A:3") + [A_EOS], [], tok.encode("9-9=0\n0+9=9\n")]
     return prompts, responses
@@ -192,10 +192,10 @@ def stochastic_planted_model():
 def test_collect_labels_counts_are_fractional():
     task = data.Planted(target=(1, 2, 3, 4, 5))
     tok = task.tokenizer
-    problems = task.problems(1, random.Random(0))
+    problems = task.problems(1, random.Random(0)) * 6
     responses = [[7, 7, 1, 2, 3, 4, 5, P_EOS]] * 6
     n_mc = 64
-    counts, labelled = pav.collect_labels(stochastic_planted_model(), task, tok, problems, [0] * 6, responses, n_mc,
+    counts, labelled = pav.collect_labels(stochastic_planted_model(), task, tok, problems, responses, n_mc,
                                           pav.Config(task="planted"), pav.generator("labels", 0))
     assert counts.shape == (6, 9) and labelled.all()
     soft = counts / n_mc

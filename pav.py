@@ -286,8 +286,7 @@ def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, ta
 
 
 def verifier_loss(logits, labels, labelled):
-    """Mean over the labelled prefixes h of -[y_h log Q_hat_h + (1 - y_h) log(1 - Q_hat_h)], Q_hat = sigmoid(logits),
-    soft labels y. All three (B, H+1)."""
+    """Mean over labelled prefixes of -[y log Q_hat + (1 - y) log(1 - Q_hat)], Q_hat = sigmoid(logits). All (B, H+1)."""
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")                    # (B, H+1)
     return (bce * labelled).sum() / labelled.sum().clamp(min=1)
 
@@ -661,8 +660,7 @@ def update(model, opt, sched, loss=None):
 
 
 def micro_batches(n, size):
-    """Slices of at most `size` rows covering range(n), one slice if size is 0. Each micro-batch's loss is weighted
-    by its share of the batch, so accumulating their gradients changes nothing."""
+    """Slices of at most `size` rows covering range(n), one if size is 0 (each loss is weighted by its share)."""
     size = size or n
     return [slice(i, i + size) for i in range(0, n, size)]
 
@@ -777,8 +775,7 @@ def load_or_build_policy(task, cfg, device):
 # Configuration: one dataclass of settings per script, every field a flag; a field's metadata says what it accepts
 
 def arg(default, help, accepts=None):
-    """A config field: its default, its --help text, and what values it `accepts` ("positive" or "non-negative"
-    numbers; every float must be finite). help=None keeps a field off the command line."""
+    """A config field: default, --help text (None: no flag), and what it `accepts` ("positive", "non-negative")."""
     return field(default=default, metadata={"help": help, "accepts": accepts})
 
 
@@ -965,13 +962,19 @@ def load_tensors(path, fix):
 
 # --------------------------------------------------------------------------------------------------------------
 
-def main(argv=None):
-    cfg = parse_config(PavConfig, argv)
+def setup(cls, argv):
+    """Parse and check the flags of `cls`, pick the device, and load or build the base policy."""
+    cfg = parse_config(cls, argv)
     check_config(cfg)
     device, dtype = pick_device()
     print(f"device {device} | dtype {dtype} | task {cfg.task} | seed {cfg.seed} | out {cfg.out}")
     task = make_task(cfg)
     model, tokenizer = load_or_build_policy(task, cfg, device)
+    return cfg, device, task, model, tokenizer
+
+
+def main(argv=None):
+    cfg, device, task, model, tokenizer = setup(PavConfig, argv)
     if cfg.explain:
         explain(model, load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("pqm",)), task, tokenizer,
                 cfg, device)

@@ -13,7 +13,7 @@ search.json (the table), search.png (accuracy against sampled tokens, cf. Fig. 4
 
 Differences from the paper:
 1. The search starts from B copies of the bare problem, so the first depth already samples B * C first steps (one root
-   with C children would leave a beam of N = 32 nearly empty on our five-step responses).
+   with C children would leave a beam of N = 32 nearly empty on our responses of five to seven steps).
 2. A finished response keeps the score of its last step and competes with the new candidates at every later depth; at
    equal scores a finished response is kept first, then the earlier candidate. Identical candidates stay separate
    beams, as in plain beam search (merging them stalls search on arithmetic, where every line has one right text).

@@ -83,11 +83,7 @@ TABLE_STATES, TABLE_ACTIONS, TABLE_MC = 96, 4, 64   # states s, actions a ~ pi p
 
 
 def main(argv=None):
-    cfg = pav.parse_config(pav.PavConfig, argv)
-    pav.check_config(cfg)
-    device, _ = pav.pick_device()
-    task = pav.make_task(cfg)
-    model, tokenizer = pav.load_or_build_policy(task, cfg, device)
+    cfg, device, task, model, tokenizer = pav.setup(pav.PavConfig, argv)
     t0 = time.time()
     rows = prover_table(model, task, tokenizer, cfg)
     print(f"prover table ({TABLE_STATES} states x {TABLE_ACTIONS} actions x {TABLE_MC} rollouts, "

@@ -32,11 +32,7 @@ VARIANTS = {   # name: (top_layers, surprise, survival)
 
 
 def main(argv=None):
-    cfg = pav.parse_config(pav.PavConfig, argv)
-    pav.check_config(cfg)
-    device, _ = pav.pick_device()
-    task = pav.make_task(cfg)
-    model, tokenizer = pav.load_or_build_policy(task, cfg, device)
+    cfg, device, task, model, tokenizer = pav.setup(pav.PavConfig, argv)
     [labels_path] = glob.glob(os.path.join(pav.seed_dir(cfg), "verifiers", "*", "labels.pt")) or [None]
     held_path = os.path.join(pav.seed_dir(cfg), "held_out_labels.pt")
     if labels_path is None or not os.path.exists(held_path):

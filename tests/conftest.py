@@ -75,3 +75,13 @@ def facts():
 @pytest.fixture(scope="session")
 def planted():
     return data.Planted()
+
+
+def one_line_failure(main, argv, capsys, out=None):
+    """main(argv) exits with code 2 and one line on stderr starting "error: ", before writing `out`; returns it."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0 and err.startswith("error: "), err
+    assert out is None or not out.exists()   # before any work
+    return err

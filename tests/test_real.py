@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import data
 import pav
-from conftest import ROOT
+from conftest import ROOT, one_line_failure
 
 DATA = os.path.join(ROOT, "tests", "data")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -257,11 +257,7 @@ def test_bf16_checkpoint_loads_in_fp32(verifier_dir):
 # Bad input: one line, exit 2, before any work
 
 def fails(capsys, argv, main=pav.main):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert e.value.code == 2 and err.count("\n") == 0 and err.startswith("error: "), err
-    return err
+    return one_line_failure(main, argv, capsys)
 
 
 def test_bad_real_inputs(capsys, model_dir, tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import torch
 import data
 import pav
 import rl
-from conftest import ROOT, tiny_llama
+from conftest import ROOT, one_line_failure, tiny_llama
 
 # arith ids: digits 0-9, "+" 10, "-" 11, "=" 12, ":" 13, "Q" 14, "A" 15, "\n" 16, EOS 17, BOS 18, PAD 19.
 A_EOS, A_PAD = 17, 19
@@ -248,12 +248,8 @@ def test_resume_with_nothing_to_resume_starts_over_and_says_so(tmp_path, tiny_rl
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message, capsys):
     """In-process (a subprocess per case spends seconds importing torch; tests/test_cli.py runs some as a user)."""
-    with pytest.raises(SystemExit) as e:
-        rl.main(["--task", "planted", "--out", str(tmp_path / "out"), *args])
-    assert e.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
-    assert not (tmp_path / "out").exists()   # before any work
+    argv = ["--task", "planted", "--out", str(tmp_path / "out"), *args]
+    assert message in one_line_failure(rl.main, argv, capsys, out=tmp_path / "out")
 
 
 def test_sample_efficiency_by_hand():

@@ -12,7 +12,7 @@ import torch
 import data
 import pav
 import search
-from conftest import ROOT, bigram_llama, tiny_llama
+from conftest import ROOT, bigram_llama, one_line_failure, tiny_llama
 
 # --------------------------------------------------------------------------------------------------------------
 # The beam-search core on a toy tree: steps are single tokens 0..C-1, scores exact
@@ -293,12 +293,8 @@ def test_search_script_end_to_end(tmp_path):
 ])
 def test_bad_input_fails_fast_with_one_line(tmp_path, args, message, capsys):
     """In-process (a subprocess per case would spend seconds importing torch); the next test runs one as a user."""
-    with pytest.raises(SystemExit) as e:
-        search.main(["--task", "planted", "--out", str(tmp_path / "out"), *args])
-    assert e.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
-    assert not (tmp_path / "out").exists()   # before any work
+    argv = ["--task", "planted", "--out", str(tmp_path / "out"), *args]
+    assert message in one_line_failure(search.main, argv, capsys, out=tmp_path / "out")
 
 
 def test_bad_input_from_the_command_line(tmp_path):

@@ -247,9 +247,8 @@ def labelled_rollouts(model, task, tokenizer, problems, n_mc, cfg, stream, path,
 
 
 def train_verifier(verifier, tokenizer, prompts, responses, labels, labelled, table, cfg, desc):
-    """Binary cross-entropy of Q_hat against the soft labels (R, H+1), never rounded, where `labelled` (R, H+1): each
-    step scores all labelled prefixes of VERIFIER_BATCH responses in one pass. Only the layers above the frozen backbone
-    train, so its features are computed once (if they fit in FEATURE_CACHE_BYTES; else at every step)."""
+    """`verifier_loss` against the soft labels (R, H+1) where `labelled`, VERIFIER_BATCH responses a step. Only the layers
+    above the frozen backbone train: its features are computed once (if within FEATURE_CACHE_BYTES; else every step)."""
     device = next(verifier.parameters()).device
     ids, mask, pos, pos_mask = score_rows(tokenizer, prompts, responses, table)   # (R, L), (R, L), (R, H+1) x 2
     H = pos.shape[1]
@@ -639,11 +638,12 @@ def accuracy(model, task, tokenizer, problems, cfg, temperature=None, generator=
 # The base policy: a tiny Llama built from a config and warm-started on the task's demonstrations
 
 def policy_config(tokenizer, cfg):
-    # initializer_range 0.06, not Llama's 0.02: a modular sum has no linear part to learn first, and from the smaller
-    # init the mod-10 lookup stayed at chance for 550 to more than 1,500 steps (benchmarks/warm_start.py)
+    # Arithmetic: initializer_range 0.06, not Llama's 0.02, from which the mod-10 lookup stayed at chance for 550 to
+    # over 1,500 steps (benchmarks/warm_start.py). planted keeps 0.02: from 0.06 its policy finds the target too often
     return LlamaConfig(vocab_size=len(tokenizer), hidden_size=cfg.d_model, intermediate_size=2 * cfg.d_model,
                        num_hidden_layers=cfg.n_layers, num_attention_heads=4, num_key_value_heads=4,
-                       max_position_embeddings=128, tie_word_embeddings=True, initializer_range=0.06,
+                       max_position_embeddings=128, tie_word_embeddings=True,
+                       initializer_range=0.02 if cfg.task == "planted" else 0.06,
                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                        pad_token_id=tokenizer.pad_token_id)
 
@@ -734,7 +734,7 @@ def policy_settings(task, cfg):
     match."""
     model = ({"model": os.path.abspath(cfg.model), "model_files": model_fingerprint(cfg.model)} if cfg.model else
              {"d_model": cfg.d_model, "n_layers": cfg.n_layers})
-    return {"version": 3, "task": task.name, "seed": cfg.seed, **model, **task.settings()}
+    return {"version": 4, "task": task.name, "seed": cfg.seed, **model, **task.settings()}
 
 
 def load_or_build_policy(task, cfg, device):

@@ -3,17 +3,15 @@ r"""Tasks with verifiable answers, tokenizers, the one rule that says where a st
 Tasks small enough to learn on a laptop CPU in minutes (`get_task`), and real problems from files:
 
 - `planted`: the paper's toy (section 3.3): a response of up to 10 tokens is correct iff a hidden target of length 5
-  occurs in it contiguously; each token is one step. With the paper's procedural gamma-prover and the exact Q-value
-  of any prefix under it (dynamic programming).
+  occurs in it contiguously; each token is one step. With the procedural gamma-prover and its exact Q-values.
 - `arith` and `facts`: a chain of single-digit additions and subtractions modulo 10, one operation per line, learned
   from demonstrations that make errors (`Arith`):
 
-      Q:5+6-0+8+5          (prompt)
-      5+6=1                (step 1: copy the operands, write the result)
+      Q:5+6-0+8           (prompt)
+      5+6=1               (step 1: copy the operands, write the result)
       1-0=1
       1+8=9
-      9+5=4
-      A:4                  (last step: the final answer, then EOS)
+      A:9                 (last step: the final answer, then EOS; `facts` lists every result, A:119)
 
 - JSON lines files in GSM8K's or MATH's layout (`FileTask`), with an answer check that RL cannot game
   (`extract_answer`, `answers_match`): on the 108 graded cases of tests/test_answers.py it gives every verdict,
@@ -24,8 +22,7 @@ Differences from the paper:
    the response is preceded by a BOS token that acts as the (empty) problem. The prover's normalisation is not
    stated; we take P(next target token) = gamma / (gamma + 14), weight 1 on each of the 14 other tokens (EOS
    included). After a full match the response is already correct, so the prover's behaviour there is immaterial.
-2. `arith` is ours (the paper uses MATH); it keeps the paper's structure of newline-delimited steps and a
-   final-answer check.
+2. `arith` and `facts` are ours (the paper uses MATH), with its newline-delimited steps and final-answer check.
 """
 
 import functools
@@ -410,29 +407,32 @@ def load_problems(path):
     if not os.path.isfile(path):
         raise ValueError(f"data file {path} does not exist")
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not a JSON object ({e.msg}); the file must be JSON lines") from None
-            layout = next((k for k, (q, a) in LAYOUTS.items() if isinstance(row, dict) and q in row and a in row), None)
-            if layout is None:
-                raise ValueError(f"{path}:{n}: a line needs the fields question and answer (GSM8K) or problem and "
-                                 f"solution (MATH), got {sorted(row) if isinstance(row, dict) else type(row).__name__}")
-            q, a = (row[k] for k in LAYOUTS[layout])
-            if not isinstance(a, str):
-                final = None
-            elif layout == "math":
-                final = last_boxed(a)
-            else:
-                final = a.rsplit("####", 1)[1].strip() if "####" in a else None
-            if not isinstance(q, str) or not final:
-                raise ValueError(f"{path}:{n}: no final answer in the {LAYOUTS[layout][1]} (GSM8K ends it with "
-                                 "'#### <answer>', MATH puts it in \\boxed{...})")
-            out.append((q, a, final, layout))
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n}: not a JSON object ({e.msg}); the file must be JSON lines") from None
+        layout = next((k for k, (q, a) in LAYOUTS.items() if isinstance(row, dict) and q in row and a in row), None)
+        if layout is None:
+            raise ValueError(f"{path}:{n}: a line needs the fields question and answer (GSM8K) or problem and "
+                             f"solution (MATH), got {sorted(row) if isinstance(row, dict) else type(row).__name__}")
+        q, a = (row[k] for k in LAYOUTS[layout])
+        if not isinstance(a, str):
+            final = None
+        elif layout == "math":
+            final = last_boxed(a)
+        else:
+            final = a.rsplit("####", 1)[1].strip() if "####" in a else None
+        if not isinstance(q, str) or not final:
+            raise ValueError(f"{path}:{n}: no final answer in the {LAYOUTS[layout][1]} (GSM8K ends it with "
+                             "'#### <answer>', MATH puts it in \\boxed{...})")
+        out.append((q, a, final, layout))
     if not out:
         raise ValueError(f"data file {path} has no problems")
     return out

@@ -96,10 +96,13 @@ def test_load_both_layouts():
     ('[1, 2]\n', ":1: a line needs the fields"),
     ('{"question": "1+1?", "answer": "it is 2"}\n', ":1: no final answer"),
     ('{"problem": "1+1?", "solution": "it is 2"}\n', ":1: no final answer"),
+    (b'{"question": "1+1?", "answer": "#### 2"}\n\xff\xfe\n', "bad.jsonl is not UTF-8 text \\(invalid start byte at byte 41\\)"),
 ])
 def test_bad_data_files(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"
-    if content is not None:
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
         path.write_text(content)
     with pytest.raises(ValueError, match=message):
         data.load_problems(str(path))

@@ -1,7 +1,7 @@
 """Online RL with process advantage verifiers (section 5): REINFORCE on the dense effective reward (PAV-RL) against the
 outcome reward alone (ORM-RL), from the same base policy, with the same budget of samples.
 
-    python rl.py                            # CPU: the default task, from nothing cached in about 12 minutes
+    python rl.py                            # CPU: the default task, from nothing cached in about 15 minutes
     python rl.py --seeds 0,1,2              # three full pipelines (policy, labels, verifier, RL): mean and spread
     python rl.py --task arith               # the lesson: where outcome-only RL learns fast, dense rewards add little
     python rl.py --task planted             # the paper's toy (section 3.3), with the gamma = 10 prover

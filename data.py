@@ -217,8 +217,9 @@ class Planted:
     def exact_q(self, tokens, gamma, V=None):
         """Exact Q of a response prefix (a list of tokens) under the gamma-prover."""
         V = self.exact_values(gamma) if V is None else V
-        k = self.match_state(tokens)
-        if k == len(self.target) or self.tokenizer.eos_token_id in tokens:   # found, or ended unmatched
+        eos = self.tokenizer.eos_token_id
+        k = self.match_state(tokens[:tokens.index(eos)] if eos in tokens else tokens)   # nothing after EOS counts
+        if k == len(self.target) or eos in tokens:                                        # found, or ended unmatched
             return float(k == len(self.target))
         return float(V[self.max_new_tokens - len(tokens), k])
 

@@ -323,7 +323,7 @@ def boxed_answers(text):
     r"""The contents of every \boxed{...} (or \fbox{...}) in `text`, nested braces included (`\boxed 5` gives "5");
     None if one of them never closes."""
     out = []
-    for m in re.finditer(r"\\(?:boxed|fbox)", text):
+    for m in BOX.finditer(text):
         rest = text[m.end():]
         if rest.startswith(" "):                                            # \boxed 5
             word = rest.strip().split("$")[0].split()
@@ -340,27 +340,34 @@ def boxed_answers(text):
     return out
 
 
+BOX = re.compile(r"\\(?:boxed|fbox)")
+MAX_ANSWERS = 4   # a response that states more different final answers (as texts) states none
+
+
 def last_boxed(text):
     boxes = boxed_answers(text)
     return boxes[-1] if boxes else None
 
 
 def extract_answer(text, layout=None):
-    r"""The one final answer a response states, or None. A response that could be credited by luck or by hedging states
-    none: a \boxed{ that never closes, several different answers (boxes, or markers), several numbers after a marker
-    ("7 or 8"), or, in MATH's layout, no box at all. Otherwise: the \boxed{...}; else (GSM8K) the number after "####"
-    or "the answer is"; never a bare last number."""
+    r"""The one final answer a response states, or None. Its final answers are every \boxed{...} and every number after
+    "####" or "the answer is" (one that holds no box), in either layout. It states one only if they are all equal as
+    numbers or expressions (`answers_match`): `\boxed{7}\boxed{7.0}` states 7, `\boxed{7}` with `#### 8` none. It states
+    none, either, with a \boxed{ that never closes, several numbers after one marker ("7 or 8"), more than MAX_ANSWERS
+    different texts, or, in MATH's layout, no box at all; a bare last number is never an answer."""
     text = text.replace("\u2212", "-")                                       # a Unicode minus
     boxes = boxed_answers(text)
-    if boxes is None:
+    if boxes is None or (layout == "math" and not boxes):
         return None
-    if not boxes and layout != "math":
-        parts = re.split(r"####|answer is", text, flags=re.IGNORECASE)[1:]
-        boxes = [p.lstrip(" :").split("\n")[0].strip().rstrip(".").strip("$ ") for p in parts]
-        boxes = [b if "\\" in b else single_number(b) for b in boxes if b]
-    if not boxes or None in boxes or len({b.replace(" ", "") for b in boxes}) > 1:
+    parts = re.split(r"####|answer is", text, flags=re.IGNORECASE)[1:]
+    marked = [p.lstrip(" :").split("\n")[0].strip().rstrip(".").strip("$ ") for p in parts]
+    marked = [m if "\\" in m else single_number(m) for m in marked if m and not BOX.search(m)]
+    answers = boxes + marked
+    if not answers or None in answers or len({a.replace(" ", "") for a in answers}) > MAX_ANSWERS:
         return None
-    return boxes[-1]
+    answer = answers[-1] if not boxes else boxes[-1]
+    return answer if all(a.replace(" ", "") == answer.replace(" ", "") or answers_match(a, answer)
+                         for a in answers) else None
 
 
 def single_number(text):
@@ -370,14 +377,56 @@ def single_number(text):
 
 
 def answers_match(pred, gold):
-    r"""Whether a final answer (None: the response stated none) equals the reference one. Plain numbers compare exactly
-    (5 = 5.00 = 10/2, 1,234 = 1234, 50% = 50); anything else is parsed and compared by math-verify."""
+    r"""Whether a final answer (None: the response stated none) equals the reference one. An answer that could cost
+    math-verify seconds (`too_costly`) matches only if it is written as the reference, spaces aside. Plain numbers
+    compare exactly (5 = 5.00 = 10/2, 1,234 = 1234, 50% = 50); anything else is parsed and compared by math-verify."""
     if pred is None or gold is None:
         return False
+    if too_costly(pred) or too_costly(gold):
+        return pred.replace(" ", "") == gold.replace(" ", "")
     a, b = plain_number(pred), plain_number(gold)
     if a is not None and b is not None:
         return a == b
     return latex_equal(pred, gold)
+
+
+MAX_ANSWER_CHARS = 200   # MATH's longest final answers are about 100 characters
+MAX_NESTING = 6          # brackets: math-verify's parse takes about 0.05 s longer per level of parentheses
+
+
+def too_costly(answer):
+    r"""Why math-verify (sympy underneath) could spend seconds on `answer`, or None: more than MAX_ANSWER_CHARS
+    characters (thousands of digits), brackets nested deeper than MAX_NESTING (nested fractions), a power tower (an
+    exponent that holds or meets another `^`: `9^{9^{9}}`), an exponent with a number of 3 digits or more (`(y+1)^{999}`
+    takes 5 s), or of 2 on a bracket (`(x+y+z)^{40}`: 1.5 s), or a factorial or binomial of anything but a letter or a
+    number of at most 4 digits (`(10^{10})!`, `10!!`, `\binom{99999}{49999}`). A few microseconds to check."""
+    if len(answer) > MAX_ANSWER_CHARS:
+        return "too long"
+    depth = 0
+    for c in answer:
+        depth += (c in "([{") - (c in ")]}")
+        if depth > MAX_NESTING:
+            return "nested too deep"
+    for m in re.finditer(r"\^\s*(\{|\\[a-zA-Z]+|\d+|.)", answer):
+        exponent, end = m.group(1), m.end()
+        if exponent == "{":                                                  # the braced group, to its closing brace
+            depth = 1
+            while end < len(answer) and depth:
+                depth += (answer[end] == "{") - (answer[end] == "}")
+                end += 1
+            exponent = answer[m.end():end - 1]
+        if "^" in exponent or answer[end:].lstrip().startswith("^"):
+            return "a power tower"
+        on_bracket = answer[:m.start()].rstrip()[-1:] in (")", "]", "}")
+        if max(map(len, re.findall(r"\d+", exponent)), default=0) > (1 if on_bracket else 2):
+            return "a large exponent"
+    small = r"(?<![\w\\!])(?:\d{1,4}|[a-zA-Z])"
+    if len(re.findall(r"(?<!\\)!", answer)) > len(re.findall(small + r"!(?!!)", answer)):   # \! is a LaTeX space
+        return "a large factorial"
+    binomials = re.findall(r"\\[dt]?binom|\\choose", answer)
+    if len(binomials) > len(re.findall(rf"\\[dt]?binom\s*\{{{small}\}}\s*\{{{small}\}}", answer)):
+        return "a large binomial"
+    return None
 
 
 def plain_number(text):
@@ -393,10 +442,11 @@ def plain_number(text):
 @functools.lru_cache(maxsize=1 << 16)
 def latex_equal(pred, gold):
     """math-verify's equivalence of two LaTeX answers (sympy underneath), decimals compared to 10 places, so that
-    0.3333333 is not 1/3. Cached: rollouts of one problem repeat their answers."""
+    0.3333333 is not 1/3. Its own time limits (whole seconds, by SIGALRM: main thread only) are set to their least,
+    behind `too_costly`. Cached: rollouts of one problem repeat their answers."""
     from math_verify import parse, verify
-    g, p = parse(f"${gold}$"), parse(f"${pred}$")
-    return bool(g and p and verify(g, p, float_rounding=10))
+    g, p = parse(f"${gold}$", parsing_timeout=1), parse(f"${pred}$", parsing_timeout=1)
+    return bool(g and p and verify(g, p, float_rounding=10, timeout_seconds=1))
 
 
 LAYOUTS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}

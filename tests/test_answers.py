@@ -2,8 +2,11 @@
 
 Each case is (layout, response, reference answer, verdict): the verdict a careful grader gives, with the rules that
 keep the check safe to optimise in RL: no credit for a `\\boxed{` that never closes, none for a MATH response without
-a box, none for a response that states several different answers (a hedge), and none for a bare last number.
+a box, none for a response that states several different answers (a hedge), and none for a bare last number. Then the
+rule for several answers in one response, and twenty answers that would cost math-verify seconds each.
 """
+
+import time
 
 import pytest
 
@@ -148,3 +151,71 @@ def test_extraction_details():
     assert data.extract_answer("The answer is 5", "math") is None         # MATH: the box or nothing
     assert data.extract_answer("The answer is 5", "gsm8k") == "5"
     assert data.answers_match(None, "5") is False
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Several final answers in one response: credit only if they are all equal as numbers or expressions
+
+SEVERAL = [
+    (M, r"\boxed{7}\boxed{7.0}", "7", True),                              # one number, written twice
+    (M, r"\boxed{\frac{1}{2}} that is \boxed{0.5}", "1/2", True),
+    (G, "#### 7\nSo the answer is 7.00", "7", True),
+    (M, "\\boxed{7}\n#### 8", "7", False),                                # a box and a marker that disagree
+    (M, "\\boxed{7}\n#### 8", "8", False),
+    (G, "The answer is 8.\n\\boxed{7}", "7", False),
+    (M, r"\boxed{7}\boxed{7.0}\boxed{7.00}\boxed{14/2}\boxed{\frac{14}{2}}", "7", False),   # five texts: more than 4
+    (M, r"The answer is \boxed{7}.", "7", True),                          # a marker that holds the box is that box
+]
+
+
+@pytest.mark.parametrize("layout, response, gold, verdict", SEVERAL)
+def test_several_answers_earn_credit_only_if_all_are_equal(layout, response, gold, verdict):
+    assert check(layout, response, gold) == verdict
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Answers that cost math-verify seconds each (measured before the guard: 51 s for the twenty, 5.0-5.5 s each for the
+# towers, the factorials of factorials, (y+1)^{999} and 50 nested parentheses; 5,000 digits raised Python's ValueError
+# for integers over 4,300 digits): refused before math-verify, and credited only when written as the reference
+
+DIGITS = "1234567890" * 500                                               # 5,000 digits
+ADVERSARIAL = [
+    (M, r"\boxed{9^{9^{9^{9}}}}", "7", False),                            # power towers
+    (M, r"\boxed{9^{9^{9^{9}}}}", r"9^{9^{9^{9}}}", True),                # ... right as written
+    (M, r"\boxed{10^{10^{10}}}", "10", False),
+    (M, r"\boxed{2^{2^{2^{2^{2^{2}}}}}}", "65536", False),
+    (M, r"\boxed{9^9^9^9}", "7", False),
+    (M, r"\boxed{e^{e^{e^{e^{10}}}}}", "7", False),
+    (M, r"\boxed{(y+1)^{999}}", "7", False),                              # large exponents
+    (M, r"\boxed{(x+y+z)^{40}}", "7", False),
+    (M, r"\boxed{1000000^{1000000}}", "7", False),
+    (M, r"\boxed{(10^{10})!}", "7", False),                               # factorials
+    (M, r"\boxed{10!!}", "7", False),
+    (M, r"\boxed{(20!)!}", "7", False),
+    (M, r"\boxed{99999!}", "7", False),
+    (M, r"\boxed{\binom{999999}{499999}}", "7", False),
+    (M, r"\boxed{" + r"\frac{1}{" * 10 + "2" + "}" * 10 + "}", "2", False),   # nested fractions: equal to 2,
+    # but refused (nested deeper than MAX_NESTING) and not written as the reference
+    (M, r"\boxed{" + "(" * 50 + "8" + ")" * 50 + "}", "7", False),          # nested parentheses
+    (M, r"\boxed{" + DIGITS + "}", "7", False),                             # thousands of digits
+    (M, r"\boxed{" + DIGITS + "}", DIGITS, True),                           # ... right
+    (G, "#### " + DIGITS + "1", DIGITS, False),                             # ... one digit more
+    (M, r"\boxed{" + "+".join(["1"] * 2000) + "}", "7", False),             # a long sum
+]
+
+
+def test_twenty_adversarial_answers_are_refused_before_math_verify_and_earn_nothing_unless_right(monkeypatch):
+    assert len(ADVERSARIAL) == 20
+    monkeypatch.setattr(data, "latex_equal", lambda *a: pytest.fail(f"math-verify was asked about {a[0][:40]}"))
+    start = time.perf_counter()
+    for layout, response, gold, verdict in ADVERSARIAL:
+        assert data.too_costly(data.extract_answer(response, layout)) is not None, response[:40]
+        assert check(layout, response, gold) == verdict, response[:40]
+    print(f"20 adversarial answers checked in {time.perf_counter() - start:.4f} s")   # shown with pytest -s
+
+
+@pytest.mark.parametrize("answer", [r"2^{10}", r"60^\circ", r"6 \text{ cm}^2", r"x^{2}+1", r"\frac{100!}{98!}", "n!",
+                                    r"\binom{10}{3}", r"\binom{n}{2}", r"\left(\frac{1}{2}\right)^{3}", r"1,\!000",
+                                    r"\left( \frac{1}{2}, \frac{\sqrt{3}}{2} \right)", r"x^4+x^3+x^2+x+1"])
+def test_ordinary_answers_are_not_refused(answer):
+    assert data.too_costly(answer) is None

@@ -306,12 +306,12 @@ def write_samples(path, it, tokenizer, table, prompts, responses, outcomes, step
     rewards = step_rewards(outcomes, step_term, GROUP, alpha)                           # (N, H)
     with open(path, "a") as f:
         for i in range(min(k, len(responses))):
-            f.write(f"--- iteration {it} | response {i} | Rex {outcomes[i]:.0f}\n{tokenizer.decode(prompts[i])}")
+            prompt = tokenizer.decode(prompts[i]).rstrip("\n")                        # planted's is empty
+            f.write(f"--- iteration {it} | response {i} | Rex {outcomes[i]:.0f}\n" + (prompt and prompt + "\n"))
             cuts = pav.step_cuts(responses[i], table)
             for h in range(len(cuts) - 1):
-                text = tokenizer.decode(responses[i][cuts[h]:cuts[h + 1]]).replace("\n", "\\n")
-                f.write(f"\n  step {h + 1}: {text!r:<14} A {step_term[i, h]:+.3f}  reward {rewards[i, h]:+.3f}")
-            f.write("\n")
+                text = tokenizer.decode(responses[i][cuts[h]:cuts[h + 1]])              # !r shows "\n" as \n
+                f.write(f"  step {h + 1}: {text!r:<14} A {step_term[i, h]:+.3f}  reward {rewards[i, h]:+.3f}\n")
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ import torch
 import data
 import pav
 import rl
-from conftest import ROOT, one_line_failure, tiny_llama
+from conftest import ROOT, bigram_llama, one_line_failure, tiny_llama
 
 # arith ids: digits 0-9, "+" 10, "-" 11, "=" 12, ":" 13, "Q" 14, "A" 15, "\n" 16, EOS 17, BOS 18, PAD 19.
 A_EOS, A_PAD = 17, 19
+ONE, PLUS, TWO = 1, 10, 2
 
 
 def test_leave_one_out_baseline_excludes_the_row_itself():
@@ -129,6 +130,146 @@ def test_policy_step_logs_the_share_right_by_arithmetic_apart_from_luck(arith, m
     stats, _ = rl.policy_step(model, model, torch.optim.SGD(model.parameters(), lr=0.0), None, [problem], arith, tok,
                               cfg, alpha=0.0, seed=0, it=1)
     assert stats["reward"] == 0.75 and stats["sound"] == 0.5
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What feeds policy_step: the KL's reference policy, the term each control rewards, mu = pi's rollouts
+
+NL, A_A, A_COLON = 16, 15, 13                                             # "\n", "A", ":"
+
+
+def fix_rollout(monkeypatch, tok, texts, once=False):
+    """pav.sample returns these responses (EOS appended where a text ends in "$"), padded; with `once`, only at its
+    first call (policy_step's), later calls sampling for real (a prover's rollouts)."""
+    rows = [tok.encode(t.rstrip("$")) + [A_EOS] * t.endswith("$") for t in texts]
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [A_PAD] * (T - len(r)) for r in rows])       # (N, T)
+    mask = torch.tensor([[True] * len(r) + [False] * (T - len(r)) for r in rows])
+    real, calls = pav.sample, []
+
+    def sample(*args, **kwargs):
+        calls.append(1)
+        if once and len(calls) > 1:
+            return real(*args, **kwargs)
+        return pav.Rollout(ids, torch.zeros(ids.shape), mask, torch.zeros(len(rows)))
+    monkeypatch.setattr(pav, "sample", sample)
+    return rows
+
+
+def test_kl_reference_is_the_frozen_start_policy(arith, monkeypatch):
+    """The KL penalty compares the policy being trained with the start policy `base`, not with itself (then it is 0).
+    pi: a bigram model with logit ln 4 on each token's successor (p = 4/23, the 19 others 1/23 each); base: uniform,
+    1/20. A successor token has r = ln((1/20) / (4/23)) = ln(23/80), k3 = exp(r) - r - 1 = 0.534032; any other token
+    r = ln(23/20), k3 = 0.010238. The rows below hold 13 successors and 7 others: kl = (13 * 0.534032 + 7 * 0.010238)
+    / 20 = 0.350704; entropy (-mean log pi) = (13 * 1.749200 + 7 * 3.135494) / 20 = 2.234403."""
+    tok = arith.tokenizer
+    loop = {NL: ONE, ONE: PLUS, PLUS: TWO, TWO: NL}                       # "\n" -> "1" -> "+" -> "2" -> "\n"
+    model = bigram_llama(20, {v: loop.get(v, A_EOS) for v in range(20)}, margin=math.log(4) / math.sqrt(32))
+    base = bigram_llama(20, {})                                           # every logit 0
+    # after the prompt's "\n": all 5 successors, twice; "3" "+" are not, "2" "\n" "1" are; none of "3333\n" is
+    fix_rollout(monkeypatch, tok, ["1+2\n1", "1+2\n1", "3+2\n1", "3333\n"])
+    stats, _ = rl.policy_step(model, base, torch.optim.SGD(model.parameters(), lr=0.0), None,
+                              [data.Problem("Q:1+2\n", "3")], arith, tok, rl.RLConfig(batch_size=4), alpha=0.0, seed=0,
+                              it=1)
+    assert stats["kl"] == pytest.approx(0.350704, abs=2e-5)
+    assert stats["entropy"] == pytest.approx(2.234403, abs=2e-5)
+
+
+class StubScorer:
+    """pav.PAV.score's interface with fixed values for the four responses of `wiring_rows`: q_mu (N, H+1), a_mu (N, H)
+    (numbers that are not q_mu's differences, so that every mix-up shows), and what it was called with."""
+    q_mu = torch.tensor([[0.2, 0.5, 0.9], [0.3, 0.6, 0.7], [0.1, 0.4, 0.0], [0.8, 0.3, 0.0]])
+    a_mu = torch.tensor([[0.01, -0.02], [0.03, 0.04], [-0.05, 0.0], [0.07, 0.0]])
+    valid = torch.tensor([[True, True], [True, True], [True, False], [True, False]])
+
+    def score(self, prompts, responses, **kwargs):
+        self.kwargs = kwargs
+        m = torch.cat([torch.ones(4, 1, dtype=torch.bool), self.valid], 1)
+        return self.q_mu.clone(), self.q_mu.clone(), self.a_mu.clone(), m, self.valid
+
+
+@pytest.mark.parametrize("control, term", [
+    ("", [[0.01, -0.02], [0.03, 0.04], [-0.05, 0.0], [0.07, 0.0]]),    # A^mu, as it is
+    ("reward-q", [[0.5, 0.9], [0.6, 0.7], [0.4, 0.0], [0.3, 0.0]]),    # Q^mu(s_h, a_h) of each step h >= 1, masked
+])
+def test_each_control_rewards_its_term(arith, monkeypatch, control, term):
+    """What token_rewards receives as the step term: A^mu by default, Q^mu after each step with --control reward-q
+    (appendix G), from a scorer whose values are fixed; and the scorer is asked about the policy being trained."""
+    tok = arith.tokenizer
+    fix_rollout(monkeypatch, tok, ["1+2=3\nA:3$", "1+2=4\nA:4$", "A:3$", "A$"])   # 2, 2, 1 and 1 steps
+    seen, real = [], rl.token_rewards
+    monkeypatch.setattr(rl, "token_rewards", lambda o, t, *a: seen.append((t.clone(), a[-1])) or real(o, t, *a))
+    model, scorer = tiny_llama(20, seed=1), StubScorer()
+    problem = data.Problem("Q:1+2\n", "3")
+    stats, batch = rl.policy_step(model, model, torch.optim.SGD(model.parameters(), lr=0.0), scorer, [problem], arith,
+                                  tok, rl.RLConfig(batch_size=4, control=control), alpha=2.0, seed=0, it=1)
+    [(rewarded, alpha)] = seen
+    assert torch.allclose(rewarded, torch.tensor(term)) and torch.allclose(batch[3], torch.tensor(term)) and alpha == 2
+    assert stats["adv_mean"] == pytest.approx({"": 0.08 / 6, "reward-q": 3.4 / 6}[control])   # over the 6 steps
+    assert scorer.kwargs["policy"] is model and scorer.kwargs["problems"] == [problem] * 4
+
+
+def test_mu_pi_control_rolls_out_the_policy_being_trained(arith, monkeypatch):
+    """--control mu-pi: PolicyProver's Q^pi comes from rollouts of the policy being trained, which always writes "A:3"
+    (a bigram model), and not of the start policy, which writes "A:4". Problem 1+2 (answer 3), two rollouts a prefix:
+      "1+2=4\nA:4": Q = 1 (problem), 1 (after step 1), 0 (the response itself): A = 0, -1
+      "1+2=3\nA:3": Q = 1, 1, 1: A = 0, 0;  "A:3": Q = 1, 1: A = 0;  "A:4": Q = 1, 0: A = -1.
+    (From the start policy it would be 0, 0, 0; 0, 0, 1; 0, 1; 0, 0.)"""
+    task = data.Arith("arith", n_ops=1, p_err=0.0, hard_facts=False)
+    tok = task.tokenizer
+    writes = lambda d: bigram_llama(20, {NL: A_A, A_A: A_COLON, A_COLON: d, d: A_EOS})   # "\n" -> "A:<d>" EOS
+    model, base = writes(3), writes(4)
+    fix_rollout(monkeypatch, tok, ["1+2=4\nA:4$", "1+2=3\nA:3$", "A:3$", "A:4$"], once=True)
+    cfg = rl.RLConfig(batch_size=4, control="mu-pi")
+    stats, batch = rl.policy_step(model, base, torch.optim.SGD(model.parameters(), lr=0.0),
+                                  rl.PolicyProver(task, tok, cfg, n=2), [data.Problem("Q:1+2\n", "3")], task, tok, cfg,
+                                  alpha=1.0, seed=0, it=1)
+    assert batch[3].tolist() == [[0.0, -1.0], [0.0, 0.0], [0.0, 0.0], [-1.0, 0.0]]
+    assert batch[2].tolist() == [0.0, 1.0, 1.0, 0.0] and stats["reward"] == 0.5
+
+
+def test_write_samples_by_hand(arith, tmp_path):
+    """Three of four responses to 1+2, outcomes 1, 0, 1, 0; step terms as below, alpha 2. Each step's reward is
+    Rex - (mean Rex of the other three) + 2 * term: response 0: 1 - 1/3 + 2 * 0.25 = 1.167 and 1 - 1/3 + 2 * 0.5 =
+    1.667; response 1: 0 - 2/3 - 1 = -1.667 and -0.667; response 2: 1 - 1/3 + 0.25 = 0.917."""
+    tok = arith.tokenizer
+    prompts = [data.prompt_ids(tok, data.Problem("Q:1+2\n", "3"))] * 4
+    responses = [tok.encode(t) + [A_EOS] for t in ("1+2=3\nA:3", "1+2=4\nA:4", "A:3", "A:5")]
+    term = torch.tensor([[0.25, 0.5], [-0.5, 0.0], [0.125, 0.0], [0.0, 0.0]])
+    path = tmp_path / "samples.txt"
+    rl.write_samples(path, 20, tok, data.step_end_table(tok, "\n"), prompts, responses, torch.tensor([1., 0., 1., 0.]),
+                     term, 2.0)
+    assert path.read_text() == (
+        "--- iteration 20 | response 0 | Rex 1\n"
+        "Q:1+2\n"
+        "  step 1: '1+2=3\\n'      A +0.250  reward +1.167\n"
+        "  step 2: 'A:3'          A +0.500  reward +1.667\n"
+        "--- iteration 20 | response 1 | Rex 0\n"
+        "Q:1+2\n"
+        "  step 1: '1+2=4\\n'      A -0.500  reward -1.667\n"
+        "  step 2: 'A:4'          A +0.000  reward -0.667\n"
+        "--- iteration 20 | response 2 | Rex 1\n"
+        "Q:1+2\n"
+        "  step 1: 'A:3'          A +0.125  reward +0.917\n")
+
+
+def test_two_gamma_sweep_by_hand(capsys):
+    """summarize_sweep on two seeds and gammas 5 and 10, with the run names planned_runs gives: each run's accuracy
+    averaged over its curve, then over seeds. gamma 5: (0.4 + 0.4) / 2 = 0.4; gamma 10: (0.3 + 0.4) / 2 = 0.35;
+    ORM-RL: (0.2 + 0.1) / 2 = 0.15."""
+    runs = rl.planned_runs(rl.RLConfig(alpha=1.0), [0, 1], [5.0, 10.0])
+    assert [r[0] for r in runs] == ["orm_seed0", "orm_seed1", "pav_gamma5_seed0", "pav_gamma10_seed0",
+                                    "pav_gamma5_seed1", "pav_gamma10_seed1"]
+    assert [(r[2], r[3]) for r in runs] == [(None, 0.0)] * 2 + [(5.0, 1.0), (10.0, 1.0)] * 2
+    curves = {0: {"orm": [0.1, 0.3], "pav_gamma5": [0.2, 0.6], "pav_gamma10": [0.1, 0.5]},
+              1: {"orm": [0.0, 0.2], "pav_gamma5": [0.4, 0.4], "pav_gamma10": [0.2, 0.6]}}
+    results = {"seeds": {s: {name: {"curve": [{"accuracy": a} for a in acc]} for name, acc in runs_.items()}
+                         for s, runs_ in curves.items()}}
+    rl.summarize_sweep(results, [5.0, 10.0])
+    assert [s["gamma"] for s in results["sweep"]] == [5.0, 10.0]
+    assert [s["mean_accuracy"] for s in results["sweep"]] == pytest.approx([0.4, 0.35])
+    assert results["sweep_orm_mean_accuracy"] == pytest.approx(0.15)
+    assert "gamma 5: 0.400, gamma 10: 0.350 | ORM-RL 0.150" in capsys.readouterr().out
 
 
 def test_gamma_prover_q_converges_to_the_dynamic_program_and_advantages_are_its_differences(planted):

@@ -144,6 +144,13 @@ def sample_best_of_n(model, task, tokenizer, problems, n, cfg, table):
     return responses, correct, tokens, steps
 
 
+def final_values(verifier, tokenizer, prompts, responses, table, batch):
+    """A verifier's prediction after the last step of each response (R,), which best-of-N ranks by; index 0, the bare
+    problem's value, is the same for every sample of a problem."""
+    q, m = pav.predict_q(verifier, tokenizer, prompts, responses, table, batch)       # (R, H+1) each
+    return q[torch.arange(len(q)), m.sum(1) - 1]                                       # (R,)
+
+
 def best_of_n(scores, correct, n):
     """(P,) correctness of the top-scored of each problem's first n samples (the first at a tie); inputs (P, N_max)."""
     pick = scores[:, :n].argmax(1)                                        # (P,)
@@ -264,10 +271,10 @@ def main(argv=None):
     # best-of-N, PAV as ORM and Pass@N share one set of max(N) samples per problem; N takes the first N of them
     responses, correct, lengths, n_steps = sample_best_of_n(model, task, tokenizer, problems, max(ns), cfg, table)
     flat_prompts = [prompts[k // max(ns)] for k in range(len(responses))]
-    scores = {}   # a verifier's prediction after the last step of each response: (P, N_max) each
+    scores = {}   # best-of-N's ranking by each verifier
     for method, v in (("orm_best_of_n", "orm"), ("pav_as_orm", "pqm")):
-        q, m = pav.predict_q(verifiers[v], tokenizer, flat_prompts, responses, table, pav_.batch)   # (R, H+1) each
-        scores[method] = q[torch.arange(len(q)), m.sum(1) - 1].view(correct.shape)
+        values = final_values(verifiers[v], tokenizer, flat_prompts, responses, table, pav_.batch)   # (R,)
+        scores[method] = values.view(correct.shape)                                                  # (P, N_max)
     for n in ns:
         cost = (lengths[:, :n].sum(1).tolist(), n_steps[:, :n].sum(1).tolist())
         for method in ("orm_best_of_n", "pav_as_orm", "pass_at_n"):

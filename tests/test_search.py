@@ -90,6 +90,18 @@ def test_finished_beams_are_never_extended_nor_dropped_for_worse_unfinished_ones
     assert tokens == [2 * C + C + C] and steps == [2 * C + C + C]
 
 
+def test_the_answer_is_the_finished_beam_with_the_highest_q_not_the_top_search_score():
+    """Depth 1 (the last): [0] is finished with the top search score but Q_hat 0.2; [1] is finished with Q_hat 0.7;
+    [2] has the highest Q_hat, 0.95, but is unfinished. The answer is [1]: by search score it would be [0], and
+    ignoring whether a beam finished, [2]."""
+    s_of, q_of = {0: 0.9, 1: 0.5, 2: 0.6}, {0: 0.2, 1: 0.7, 2: 0.95}
+    score = lambda rows: (torch.tensor([s_of[y[-1]] for _, y in rows]), torch.tensor([q_of[y[-1]] for _, y in rows]))
+    pool, answers, _, _ = search.beam_search(1, enumerate_steps(3), score, lambda i, y: y[-1] in (0, 1), 3, 3,
+                                             max_depth=1, merge=True)
+    assert [(b.response, b.done) for b in pool[0]] == [([0], True), ([2], False), ([1], True)]   # by search score
+    assert answers[0].response == [1]
+
+
 def test_ties_keep_a_finished_response_over_an_unfinished_one_then_the_earlier_candidate():
     C = 3
     done = lambda y: y in ([1],) or len(y) == 2
@@ -208,6 +220,17 @@ def test_scores_are_q_alone_or_the_effective_reward_of_the_newest_step():
     bo4 = lambda v: 1 - (1 - v) ** 4
     assert eff.tolist() == pytest.approx([0.6 + 2.0 * (bo4(0.6) - bo4(0.2)), 0.5 + 2.0 * (bo4(0.5) - bo4(0.6))])
     assert q.tolist() == pytest.approx([0.6, 0.5])
+
+
+def test_best_of_n_ranks_by_the_value_after_each_responses_last_step(monkeypatch):
+    """final_values reads each response's value after its last step (1, 2 and 3 steps here), not the bare problem's
+    (index 0), which every sample of a problem shares: ranked by that, best-of-N would always pick the first sample."""
+    q = torch.tensor([[0.9, 0.2, 0.0, 0.0], [0.9, 0.3, 0.8, 0.0], [0.9, 0.6, 0.5, 0.4]])   # (R, H+1), one problem
+    m = torch.tensor([[True, True, False, False], [True, True, True, False], [True] * 4])
+    monkeypatch.setattr(pav, "predict_q", lambda *args: (q, m))
+    values = search.final_values(None, None, [[18]] * 3, [[1], [1, 2], [1, 2, 3]], None, 256)
+    assert values.tolist() == pytest.approx([0.2, 0.8, 0.4])
+    assert search.best_of_n(values.view(1, 3), torch.tensor([[0.0, 1.0, 0.0]]), 3).tolist() == [1.0]   # the second
 
 
 def test_best_of_n_takes_the_top_score_among_the_first_n_and_pass_at_n_any():

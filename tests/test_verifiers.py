@@ -210,18 +210,20 @@ def test_collect_labels_counts_are_fractional():
 # --------------------------------------------------------------------------------------------------------------
 # PAV scores and the effective reward
 
-def test_pav_score_bok_prover(arith):
-    tok = arith.tokenizer
-    table = data.step_end_table(tok, "\n")
-    pqm = random_verifier(len(tok))
-    prompts, responses = arith_batch(arith)
-    q_pi, q_mu, a_mu, m, m_adv = pav.PAV(pqm, tok, table, 4).score(prompts, responses)
-    q_ref, m_ref = pav.predict_q(pqm, tok, prompts, responses, table)
-    assert torch.equal(q_pi, q_ref) and torch.equal(m, m_ref) and torch.equal(m_adv, m[:, 1:])
-    assert torch.allclose(q_mu, (1 - (1 - q_pi) ** 4) * m, atol=1e-7)
-    assert torch.allclose(q_mu, pav.bok_closed(q_pi, 4) * m) and (q_mu[~m] == 0).all()
-    assert torch.allclose(a_mu, (q_mu[:, 1:] - q_mu[:, :-1]) * m_adv) and (a_mu[~m_adv] == 0).all()
-    assert (q_mu[m] >= q_pi[m]).all()                                          # Bo4 is at least as strong as pi
+def test_pav_score_bok_prover_by_hand(monkeypatch):
+    """PAV.score with the PQM's Q^pi set by hand, K = 4: Q^mu = 1 - (1 - Q^pi)^4 and A^mu its differences, masked.
+    Response 0 (3 steps): Q^pi 1/2, 3/4, 0, 1 -> Q^mu 15/16 = 0.9375, 255/256 = 0.99609375, 0, 1 -> A^mu 0.05859375,
+    -0.99609375, 1. Response 1 (1 step): Q^pi 1/4, 1/2 -> Q^mu 175/256 = 0.68359375, 0.9375 -> A^mu 0.25390625."""
+    q_pi = torch.tensor([[0.5, 0.75, 0.0, 1.0], [0.25, 0.5, 0.0, 0.0]])                  # (B, H+1), 0 past the end
+    m = torch.tensor([[True] * 4, [True, True, False, False]])
+    monkeypatch.setattr(pav, "predict_q", lambda *args: (q_pi.clone(), m.clone()))
+    got_q, q_mu, a_mu, got_m, m_adv = pav.PAV(None, None, None, 4).score([[0]] * 2, [[1, 2, 3], [1]])
+    assert got_q.tolist() == q_pi.tolist() and got_m.tolist() == m.tolist()
+    assert q_mu.tolist() == [pytest.approx([0.9375, 0.99609375, 0.0, 1.0], abs=1e-7),
+                             pytest.approx([0.68359375, 0.9375, 0.0, 0.0], abs=1e-7)]
+    assert a_mu.tolist() == [pytest.approx([0.05859375, -0.99609375, 1.0], abs=1e-7),
+                             pytest.approx([0.25390625, 0.0, 0.0], abs=1e-7)]
+    assert m_adv.tolist() == [[True, True, True], [True, False, False]]
 
 
 def test_effective_reward_by_hand():

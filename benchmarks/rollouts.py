@@ -52,11 +52,11 @@ from pav import arg
 class Bench:
     task: str = arg("arith", "planted or arith; the task's cached base policy is benchmarked")
     seed: int = arg(0, "seed of the sampling (the base policy is the default one, built with seed 0)")
-    repeats: int = arg(3, "timed repeats of each measurement; the median is reported")
-    batch: int = arg(256, "sampling workload: held-out prompts, one response each")
-    n_responses: int = arg(64, "labelling workload: responses whose every unfinished prefix is labelled")
-    n_mc: int = arg(16, "labelling workload: Monte Carlo rollouts per prefix")
-    threads: int = arg(0, "torch CPU threads; 0 keeps torch's default")
+    repeats: int = arg(3, "timed repeats of each measurement; the median is reported", "positive")
+    batch: int = arg(256, "sampling workload: held-out prompts, one response each", "positive")
+    n_responses: int = arg(64, "labelling workload: responses whose every unfinished prefix is labelled", "positive")
+    n_mc: int = arg(16, "labelling workload: Monte Carlo rollouts per prefix", "positive")
+    threads: int = arg(0, "torch CPU threads; 0 keeps torch's default", "non-negative")
     out: str = arg("", "where the base policy is cached and benchmark.json is saved; empty: runs/<task>")
 
 
@@ -114,65 +114,64 @@ def compare(name, model, tok, prefixes, n, budgets, repeats, seed):
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Setup: the default base policy of the task, and the two workloads
 
-bench = pav.parse_config(Bench)
-if bench.repeats <= 0 or bench.batch <= 0 or bench.n_responses <= 0 or bench.n_mc <= 0 or bench.threads < 0:
-    pav.fail("--repeats, --batch, --n-responses and --n-mc must be positive, --threads non-negative")
-if bench.threads:
-    torch.set_num_threads(bench.threads)
-cfg = pav.Config(task=bench.task, out=bench.out)
-pav.check_config(cfg)
-device, dtype = pav.pick_device()
-load = os.getloadavg()[0]
-print(f"device {device} | dtype {dtype} | task {cfg.task} | seed {bench.seed} | threads {torch.get_num_threads()} | "
-      f"cores {os.cpu_count()} | load average {load:.1f} | torch {torch.__version__}")
-if load > 0.5:
-    print(f"warning: other processes are running (load {load:.1f}); timings will be slow and noisy")
-task = data.get_task(cfg.task)
-model, tok = pav.load_or_build_policy(task, cfg, device)
-T = task.max_new_tokens
-pav.seed_everything(bench.seed)
+def main(argv=None):
+    # Setup: the default base policy of the task, and the two workloads
+    bench = pav.parse_config(Bench, argv)
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    cfg = pav.Config(task=bench.task, out=bench.out)
+    pav.check_config(cfg)
+    device, dtype = pav.pick_device()
+    load = os.getloadavg()[0]
+    print(f"device {device} | dtype {dtype} | task {cfg.task} | seed {bench.seed} | threads {torch.get_num_threads()} | "
+          f"cores {os.cpu_count()} | load average {load:.1f} | torch {torch.__version__}")
+    if load > 0.5:
+        print(f"warning: other processes are running (load {load:.1f}); timings will be slow and noisy")
+    task = data.get_task(cfg.task)
+    model, tok = pav.load_or_build_policy(task, cfg, device)
+    T = task.max_new_tokens
 
-# Workload 1: one whole response to each held-out prompt.
-problems = pav.eval_problems(task, dataclasses.replace(cfg, eval_problems=bench.batch))[:bench.batch]
-prompts = [data.prompt_ids(tok, p) for p in problems]
+    # Workload 1: one whole response to each held-out prompt.
+    problems = pav.eval_problems(task, dataclasses.replace(cfg, eval_problems=bench.batch))[:bench.batch]
+    prompts = [data.prompt_ids(tok, p) for p in problems]
 
-# Workload 2: every unfinished prefix of n_responses responses sampled by the policy, with its remaining budget.
-resp_problems = task.problems(bench.n_responses, random.Random(30_000 + bench.seed))
-responses = pav.rollout_responses(model, task, tok, resp_problems, [(i, []) for i in range(bench.n_responses)], 1,
-                                  cfg)
-table = data.step_end_table(tok, task.delimiter)
-states = [(i, y[:c]) for i, y in enumerate(responses) for c in pav.step_cuts(y, table)[:-1]
-          if not data.is_complete(y[:c], task, tok)]
-state_prefixes = [data.prompt_ids(tok, resp_problems[i]) + p for i, p in states]
-state_budgets = [T - len(p) for _, p in states]
-print(f"sampling: {len(prompts)} prompts x 1, budget {T} | labelling: {len(states)} prefixes of "
-      f"{bench.n_responses} responses x {bench.n_mc} rollouts = {len(states) * bench.n_mc} rows, "
-      f"budgets {min(state_budgets)}..{max(state_budgets)}")
+    # Workload 2: every unfinished prefix of n_responses responses sampled by the policy, with its remaining budget.
+    resp_problems = task.problems(bench.n_responses, random.Random(30_000 + bench.seed))
+    responses = pav.rollout_responses(model, task, tok, resp_problems, [(i, []) for i in range(bench.n_responses)], 1,
+                                      cfg, generator=torch.Generator(device).manual_seed(bench.seed))
+    table = data.step_end_table(tok, task.delimiter)
+    states = [(i, y[:c]) for i, y in enumerate(responses) for c in pav.step_cuts(y, table)[:-1]
+              if not data.is_complete(y[:c], task, tok)]
+    state_prefixes = [data.prompt_ids(tok, resp_problems[i]) + p for i, p in states]
+    state_budgets = [T - len(p) for _, p in states]
+    print(f"sampling: {len(prompts)} prompts x 1, budget {T} | labelling: {len(states)} prefixes of "
+          f"{bench.n_responses} responses x {bench.n_mc} rollouts = {len(states) * bench.n_mc} rows, "
+          f"budgets {min(state_budgets)}..{max(state_budgets)}")
 
-# --------------------------------------------------------------------------------------------------------------
-# Measure
+    # Measure
+    rows, ratio, pairs = [], {}, {}
+    for name, prefixes, n, budgets in (("sampling", prompts, 1, [T] * len(prompts)),
+                                       ("labelling", state_prefixes, bench.n_mc, state_budgets)):
+        r, ratio[name], pairs[name] = compare(name, model, tok, prefixes, n, budgets, bench.repeats, bench.seed)
+        rows += r
 
-rows, ratio, pairs = [], {}, {}
-for name, prefixes, n, budgets in (("sampling", prompts, 1, [T] * len(prompts)),
-                                   ("labelling", state_prefixes, bench.n_mc, state_budgets)):
-    r, ratio[name], pairs[name] = compare(name, model, tok, prefixes, n, budgets, bench.repeats, bench.seed)
-    rows += r
+    print(f"{'workload':>10} | {'method':>8} | {'tokens':>8} | {'seconds':>8} | {'tokens/s':>9} | seconds of each repeat")
+    for r in rows:
+        print(f"{r['workload']:>10} | {r['method']:>8} | {r['tokens']:>8.0f} | {r['seconds']:>8.3f} | "
+              f"{r['tokens_per_s']:>9.0f} | {r['all_seconds']}")
+    print(f"ours / generate within each repeat: sampling {pairs['sampling']} | labelling {pairs['labelling']}")
+    print(f"ratio ours / generate (tokens/s): sampling {ratio['sampling']:.2f}x | labelling {ratio['labelling']:.2f}x")
+    report = {"sampling_ratio": round(ratio["sampling"], 3), "labelling_ratio": round(ratio["labelling"], 3),
+              "sampling_pair_ratios": pairs["sampling"], "labelling_pair_ratios": pairs["labelling"],
+              "task": cfg.task, "device": str(device), "threads": torch.get_num_threads(), "load_average": round(load, 2),
+              "labelling_prefixes": len(states), "config": dataclasses.asdict(bench),
+              "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
+    path = os.path.join(cfg.out, "benchmark.json")
+    data.save_json(report, path)
+    print(f"saved {path}")
+    print(json.dumps(report))
 
-print(f"{'workload':>10} | {'method':>8} | {'tokens':>8} | {'seconds':>8} | {'tokens/s':>9} | seconds of each repeat")
-for r in rows:
-    print(f"{r['workload']:>10} | {r['method']:>8} | {r['tokens']:>8.0f} | {r['seconds']:>8.3f} | "
-          f"{r['tokens_per_s']:>9.0f} | {r['all_seconds']}")
-print(f"ours / generate within each repeat: sampling {pairs['sampling']} | labelling {pairs['labelling']}")
-print(f"ratio ours / generate (tokens/s): sampling {ratio['sampling']:.2f}x | labelling {ratio['labelling']:.2f}x")
-report = {"sampling_ratio": round(ratio["sampling"], 3), "labelling_ratio": round(ratio["labelling"], 3),
-          "sampling_pair_ratios": pairs["sampling"], "labelling_pair_ratios": pairs["labelling"],
-          "task": cfg.task, "device": str(device), "threads": torch.get_num_threads(), "load_average": round(load, 2),
-          "labelling_prefixes": len(states), "config": dataclasses.asdict(bench),
-          "rows": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]}
-os.makedirs(cfg.out, exist_ok=True)
-path = os.path.join(cfg.out, "benchmark.json")
-json.dump(report, open(path, "w"), indent=1)
-print(f"saved {path}")
-print(json.dumps(report))
+
+if __name__ == "__main__":
+    main()

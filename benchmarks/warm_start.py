@@ -44,12 +44,12 @@ def steps_to_learn(n_ops, init, seed, max_steps):
     return (learned[0] if learned else None), time.time() - t0
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-ops", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--max-steps", type=int, default=1500)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for init in (0.02, 0.06):
         results = [steps_to_learn(args.n_ops, init, s, args.max_steps) for s in range(args.seeds)]
         steps = ", ".join(f">{args.max_steps}" if n is None else str(n) for n, _ in results)

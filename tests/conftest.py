@@ -1,7 +1,7 @@
 """Shared setup for the test suite: the repo root on sys.path, no model hub, and tiny models built by hand.
 
     python -m pytest -q tests          # the whole suite, CPU, a few minutes (the arith warm start dominates)
-    python -m pytest -q tests -m "not slow"   # everything but the warm-started base policies
+    python -m pytest -q tests -m "not slow"   # what you run while you work: no test of more than about 5 s
 """
 
 import os
@@ -23,7 +23,8 @@ torch.set_num_threads(int(os.environ.get("PAV_TEST_THREADS", "1")))
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: builds a warm-started base policy (minutes on a laptop CPU)")
+    config.addinivalue_line("markers", "slow: more than about 5 s (a warm-started base policy, a script end to end, "
+                                       "a fresh interpreter)")
 
 
 def tiny_llama(vocab, *, hidden=48, layers=2, seed=0, init=0.2, attn="sdpa"):

@@ -161,6 +161,7 @@ def test_bad_input_fails_with_one_line(args, message, tmp_path, monkeypatch, cap
     assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,stderr", [
     (["--task", "chess"], "error: unknown task 'chess'; choose from facts, arith, planted\n"),
     (["--alpha", "abc"], "error: argument --alpha: invalid float value: 'abc'\n"),   # argparse's own error
@@ -192,6 +193,7 @@ def test_each_task_has_its_own_output_directory_and_policy():
     assert pav.seed_dir(seeded) == os.path.join("runs", "facts", "seed2")
 
 
+@pytest.mark.slow
 def test_help_lists_every_config_field_with_its_default(tmp_path):
     res = run(["--help"], tmp_path)
     assert res.returncode == 0 and res.stderr == ""

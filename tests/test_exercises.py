@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
@@ -16,6 +18,7 @@ def grade(*args):
     return r.returncode, counts
 
 
+@pytest.mark.slow
 def test_solutions_pass_and_blanks_fail():
     n_exercises = len([f for f in os.listdir(os.path.join(ROOT, "exercises")) if re.match(r"ex\d+_.*\.py$", f)])
     assert n_exercises >= 6

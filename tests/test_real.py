@@ -173,6 +173,7 @@ def run(script, args, cwd):
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["gsm8k", "math"])
 def test_pav_search_rl_on_a_bpe_model(model_dir, verifier_dir, tmp_path, layout):
     files = ["--data", os.path.join(DATA, f"{layout}_train.jsonl"), "--eval-data", os.path.join(DATA, f"{layout}_test.jsonl")]

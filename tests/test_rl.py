@@ -335,6 +335,7 @@ def run_script(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_rl_script_end_to_end_then_resume(tmp_path, tiny_rl, capsys):
     """The script in-process (its schedule shrunk by tiny_rl), then as a user runs it to resume."""
     out = tmp_path / "out"

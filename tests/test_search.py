@@ -276,6 +276,7 @@ def run_script(args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_search_script_end_to_end(tmp_path):
     out = tmp_path / "out"
     r = run_script(TINY + ["--out", str(out), "--provers", "1,4", "--alphas", "0,1"], tmp_path)
@@ -320,6 +321,7 @@ def test_bad_input_fails_fast_with_one_line(tmp_path, args, message, capsys):
     assert message in one_line_failure(search.main, argv, capsys, out=tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_command_line(tmp_path):
     r = run_script(["--task", "planted", "--out", str(tmp_path / "out"), "--ns", "4,0"], tmp_path)
     assert r.returncode == 2 and r.stdout == ""

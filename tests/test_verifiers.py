@@ -282,6 +282,7 @@ def planted_fit(planted):
     return test, pred.double(), q_test, m_test, q_train[m_train]
 
 
+@pytest.mark.slow
 def test_verifier_recovers_exact_q_on_planted(planted_fit):
     test, pred, exact, m, train_labels = planted_fit
     assert m.sum() > 2500
@@ -295,6 +296,7 @@ def test_verifier_recovers_exact_q_on_planted(planted_fit):
     assert adv_err < 0.04, adv_err                                             # measured 0.019
 
 
+@pytest.mark.slow
 def test_bok_of_the_trained_pqm_matches_monte_carlo(planted, planted_fit):
     """Bo4 from the fitted PQM against Bo4 of the exact Q (fit error) and against the unbiased estimate from n = 64
     gamma-prover rollouts per prefix (fit error + Monte Carlo noise, the latter's size computed exactly)."""

@@ -39,9 +39,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, LlamaModel
 from transformers.cache_utils import Cache, DynamicLayer
+from transformers.utils import logging as hf_logging
 
 import data
 
+hf_logging.disable_progress_bar()   # transformers' "Loading weights" bars: a reader should see our output only
 
 # --------------------------------------------------------------------------------------------------------------
 # Section 3: Q-values by Monte Carlo, Best-of-K provers, progress (the advantage) and the effective reward
@@ -106,16 +108,19 @@ class Verifier(torch.nn.Module):
     """Q_hat of every prefix of a response that ends at a step, all in one forward pass (section 4.2).
 
     The paper's verifier: a language model whose score at the end of a prefix predicts Q^pi. Here a linear head v on the
-    hidden state h_h at the last token of step h, Q_hat(s_h) = sigmoid(v(h_h)), on a frozen backbone `lm`. Three
+    hidden state h_h at the last token of step h, Q_hat(s_h) = sigmoid(v(h_h)), on a frozen backbone `lm`. Four
     additions, each a switch, each for a measured reason (docs/experiments.md, benchmarks/verifier_ablation.py):
     - `top_layers` fresh decoder layers above the frozen backbone, to compare what was written with what came before;
     - `surprise`: each token's log-probability under the backbone as one more input direction (a wrong result digit is
       one the backbone found unlikely);
     - `survival`: Q_hat(s_h) = sigmoid(v(h_h)) * prod_{j <= h} sigmoid(u(h_j)), so that "some earlier step was wrong"
-      is one term to learn instead of an AND over steps; u large gives back the plain head.
+      is one term to learn instead of an AND over steps; u large gives back the plain head;
+    - `tokens`: each token's own input embedding, through a fresh linear map, as one more input: a backbone's last
+      hidden state is shaped to predict the next token and keeps the one just written poorly, and a verifier on the
+      policy's own weights must compare what was written with what the layers below expected.
     """
 
-    def __init__(self, lm, top_layers=1, surprise=True, survival=True):
+    def __init__(self, lm, top_layers=1, surprise=True, survival=True, tokens=True):
         super().__init__()
         self.lm, self.top_layers, self.survival = lm, top_layers, survival    # any causal LM; its LM head is unused
         c = lm.config.get_text_config()
@@ -126,6 +131,7 @@ class Verifier(torch.nn.Module):
         self.surprise = torch.nn.Linear(1, c.hidden_size, bias=False) if surprise else None
         if surprise:
             torch.nn.init.normal_(self.surprise.weight, std=0.1)
+        self.tokens = torch.nn.Linear(c.hidden_size, c.hidden_size, bias=False) if tokens else None
         self.head = torch.nn.Linear(c.hidden_size, 2 if survival else 1)    # v (and u); random: the layers below learn
         if survival:
             with torch.no_grad():
@@ -146,6 +152,8 @@ class Verifier(torch.nn.Module):
         features, if already computed."""
         f = self.features(ids, mask) if f is None else f
         h = f if self.surprise is None else f[..., :-1] + self.surprise(f[..., -1:])              # (B, L, D)
+        if self.tokens is not None:
+            h = h + self.tokens(self.lm.get_input_embeddings()(ids).float())                      # (B, L, D)
         if self.top is not None:
             h = self.top(inputs_embeds=h, attention_mask=mask, use_cache=False).last_hidden_state
         h = h.gather(1, pos[..., None].expand(-1, -1, h.shape[-1]))                               # (B, H+1, D)
@@ -162,7 +170,8 @@ class Verifier(torch.nn.Module):
         def save(tmp):
             self.lm.save_pretrained(tmp)
             above = {k: v for k, v in self.state_dict().items() if not k.startswith("lm.")}
-            torch.save({"above": above, "switches": [self.top_layers, self.surprise is not None, self.survival]},
+            torch.save({"above": above, "switches": [self.top_layers, self.surprise is not None, self.survival,
+                                                     self.tokens is not None]},
                        os.path.join(tmp, "head.pt"))
         data.write_atomic(path, save)
 
@@ -307,25 +316,35 @@ def backbone_features(verifier, ids, mask, cfg, to):
 def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "pqm")):
     """The ORM (the outcome of each seed rollout, at its last step) and the PQM (Q^pi of every prefix, soft labels),
     cached with their labels in runs/<task>/seed<s>/verifiers/<hash of their settings>/; only missing ones train."""
-    settings = verifier_settings(task, cfg)
-    path = os.path.join(seed_dir(cfg), "verifiers", hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10])
+    settings, path = verifier_settings(task, cfg), verifier_dir(task, cfg)
     missing = [n for n in names if not os.path.exists(os.path.join(path, n))]
     verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
     if not missing:
         print(f"loading verifiers from {path}")
+        print_backbone(data.read_json(os.path.join(path, "backbone.json")), cfg)
         return verifiers
     print(f"training verifiers {', '.join(missing)} (cached in {path})")
     t0 = time.time()
     problems = task.problems(cfg.n_problems, rng("labels", cfg.seed))
-    responses, counts, labelled = labelled_rollouts(model, task, tokenizer, problems, cfg.n_mc, cfg, "labels",
-                                                    os.path.join(path, "labels.pt"), settings)
+    responses, counts, labelled = labelled_rollouts(
+        model, task, tokenizer, problems, cfg.n_mc, cfg, "labels", labels_path(cfg),
+        {**policy_settings(task, cfg), "n_problems": cfg.n_problems, "n_mc": cfg.n_mc})
     prompts = [data.prompt_ids(tokenizer, p) for p in problems]
-    print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s)")
+    share = any_success_share(counts, labelled)
+    print(f"  labelled {int(labelled.sum())} prefixes of {len(responses)} seed rollouts ({time.time() - t0:.0f}s); "
+          f"with any success: {share['all']:.3f} (bare problem {share['first']:.3f}, after the last step "
+          f"{share['last']:.3f})")
     table = data.step_end_table(tokenizer, task.delimiter)
     last = torch.zeros(counts.shape, dtype=torch.bool)                    # the ORM sees each response's last position
     last[torch.arange(len(responses)), labelled.sum(1) - 1] = True
     outcomes = torch.tensor([data.outcome(task, tokenizer, p, y) for p, y in zip(problems, responses)])
     targets = {"orm": (outcomes[:, None] * last, last), "pqm": (counts / cfg.n_mc, labelled)}   # soft, never rounded
+    known = data.read_json(os.path.join(path, "backbone.json"))
+    if known is None:
+        backbone = load_lm(verifier_backbone(cfg), device) if verifier_backbone(cfg) else model
+        known = backbone_accuracy(backbone, model, task, tokenizer, cfg)
+        data.save_json(known, os.path.join(path, "backbone.json"))
+    print_backbone(known, cfg)
     for name in missing:
         torch.manual_seed(stream_seed("verifier", cfg.seed))              # the fresh layers' initial weights
         backbone = load_lm(verifier_backbone(cfg)) if verifier_backbone(cfg) else copy.deepcopy(model)
@@ -337,9 +356,46 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "
     return verifiers
 
 
+def labels_path(cfg):
+    """The training labels of one pipeline seed, shared by every verifier backbone: runs/<task>/seed<s>/labels/."""
+    return os.path.join(seed_dir(cfg), "labels", f"{cfg.n_problems}x{cfg.n_mc}.pt")
+
+
+def any_success_share(counts, labelled):
+    """Whether the labels can teach anything: the share of labelled prefixes (R, H+1) with at least one successful
+    rollout, over all prefixes, at the bare problem (h = 0) and after each response's last step. A prefix none of
+    whose rollouts succeeded says only 'Q^pi is small', whatever its step was."""
+    hit = (counts > 0) & labelled                                         # (R, H+1)
+    last = labelled.sum(1) - 1                                            # (R,) index of the last labelled prefix
+    rows = torch.arange(len(counts))
+    return {"all": float(hit.sum() / labelled.sum().clamp(min=1)), "first": float(hit[:, 0].float().mean()),
+            "last": float(hit[rows, last].float().mean())}
+
+
+def backbone_accuracy(backbone, policy, task, tokenizer, cfg):
+    """What the verifiers' backbone knows of the task before any label: its held-out accuracy beside the base
+    policy's, on the same problems and noise. A backbone that solves the task better than the policy knows answers
+    the labels never taught (the `clean` teacher)."""
+    problems, device = eval_problems(task, cfg), next(policy.parameters()).device
+    acc = lambda m: accuracy(m, task, tokenizer, problems, cfg, generator=generator("eval", cfg.seed, device=device))
+    return {"verifier_model": cfg.verifier_model, "backbone_accuracy": acc(backbone), "policy_accuracy": acc(policy)}
+
+
+def print_backbone(known, cfg):
+    if known:   # None: verifiers cached by an earlier version
+        print(f"  verifier backbone {known['verifier_model']}: held-out accuracy {known['backbone_accuracy']:.3f} "
+              f"(the base policy's: {known['policy_accuracy']:.3f})")
+
+
+def verifier_dir(task, cfg):
+    """runs/<task>/seed<s>/verifiers/<hash of verifier_settings>/: the trained verifiers and what their backbone knew."""
+    settings = json.dumps(verifier_settings(task, cfg), sort_keys=True).encode()
+    return os.path.join(seed_dir(cfg), "verifiers", hashlib.sha1(settings).hexdigest()[:10])
+
+
 def verifier_settings(task, cfg):
     """Everything a verifier depends on: the policy's settings, its backbone's, the labels' and the training's."""
-    return {**policy_settings(task, cfg), "verifier_version": 4, "n_problems": cfg.n_problems, "n_mc": cfg.n_mc,
+    return {**policy_settings(task, cfg), "verifier_version": 5, "n_problems": cfg.n_problems, "n_mc": cfg.n_mc,
             "verifier_steps": cfg.verifier_steps, "verifier_model": cfg.verifier_model,
             "verifier_model_files": model_fingerprint(verifier_backbone(cfg))}
 
@@ -712,7 +768,7 @@ def warm_start(task, tokenizer, cfg, device):
         return model, None
     # Arithmetic: right solutions until greedy accuracy is high (the mod-10 lookup clicks suddenly, after 350 to 450
     # steps from policy_config's init), then a short pass over the demonstrations: a policy that errs as they do.
-    probe = eval_problems(task, cfg)[:256]
+    probe = task.problems(256, rng("policy", cfg.seed, 1))   # training problems: no test problem decides anything
 
     def learned(step):
         acc = accuracy(model, task, tokenizer, probe, cfg, temperature=0.0)
@@ -734,7 +790,7 @@ def policy_settings(task, cfg):
     match."""
     model = ({"model": os.path.abspath(cfg.model), "model_files": model_fingerprint(cfg.model)} if cfg.model else
              {"d_model": cfg.d_model, "n_layers": cfg.n_layers})
-    return {"version": 4, "task": task.name, "seed": cfg.seed, **model, **task.settings()}
+    return {"version": 5, "task": task.name, "seed": cfg.seed, **model, **task.settings()}
 
 
 def load_or_build_policy(task, cfg, device):
@@ -791,8 +847,9 @@ class Config:
                         "solution with \\boxed{}); replaces --task and needs --model")
     eval_data: str = arg("", "held-out problems in the same layouts; empty: 1 in 5 problems of --data, by question")
     max_new_tokens: int = arg(320, "with --data: the longest response, in tokens", "positive")
-    verifier_model: str = arg("clean", "backbone of the verifiers: clean (the embedded policy before its wrong "
-                                       "demonstrations), policy, or a model directory with the policy's tokenizer")
+    verifier_model: str = arg("policy", "backbone of the verifiers: policy (its own weights), clean (the embedded "
+                                        "policy before its wrong demonstrations: a teacher that knows the task, an "
+                                        "upper bound), or a model directory with the policy's tokenizer")
     prover: str = arg("bo4", "the PAV's prover mu = BoK(pi), Best-of-K of the base policy (section 3.2)")
     alpha: float = arg(0.5, "weight of A^mu in the effective reward Q^pi + alpha * A^mu (Eq. 5)", "non-negative")
     n_problems: int = arg(4096, "training problems whose seed rollout is labelled for the verifiers", "positive")
@@ -985,6 +1042,10 @@ def main(argv=None):
     print(f"base policy accuracy on {len(problems)} held-out problems: {acc:.3f}")
     verifiers = load_or_train_verifiers(model, task, tokenizer, cfg, device)
     report = verifier_report(model, verifiers, task, tokenizer, cfg, device)
+    labels = load_tensors(labels_path(cfg), "delete it and it is drawn again")
+    report["labels"] = any_success_share(labels["counts"], labels["labelled"])
+    print(f"training labels: {report['labels']['all']:.3f} of labelled prefixes have a successful rollout (the bare "
+          f"problem {report['labels']['first']:.3f}, after the last step {report['labels']['last']:.3f})")
     print(f"verifiers on {report['held_out']['prefixes']} held-out prefixes ({REPORT_MC} rollouts each); "
           f"PAV prover {cfg.prover}:")
     print(f"{'verifier':>9} | {'BCE':>7} | {'MAE':>7} | {'adv corr':>8}")

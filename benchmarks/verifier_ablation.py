@@ -10,7 +10,6 @@ and the correlation of its Bo4 advantages with the Monte Carlo ones (what RL and
 """
 
 import copy
-import glob
 import os
 import sys
 import time
@@ -22,20 +21,21 @@ import torch
 import data
 import pav
 
-VARIANTS = {   # name: (top_layers, surprise, survival)
-    "plain head": (0, False, False),
-    "+ top layer": (1, False, False),
-    "+ top layer + surprise": (1, True, False),
-    "+ top layer + survival": (1, False, True),
-    "all three (pav.py)": (1, True, True),
+VARIANTS = {   # name: (top_layers, surprise, survival, tokens)
+    "plain head": (0, False, False, False),
+    "+ top layer": (1, False, False, False),
+    "+ top layer + surprise": (1, True, False, False),
+    "+ top layer + survival": (1, False, True, False),
+    "all but tokens": (1, True, True, False),
+    "all four (pav.py)": (1, True, True, True),
 }
 
 
 def main(argv=None):
     cfg, device, task, model, tokenizer = pav.setup(pav.PavConfig, argv)
-    [labels_path] = glob.glob(os.path.join(pav.seed_dir(cfg), "verifiers", "*", "labels.pt")) or [None]
+    labels_path = pav.labels_path(cfg)
     held_path = os.path.join(pav.seed_dir(cfg), "held_out_labels.pt")
-    if labels_path is None or not os.path.exists(held_path):
+    if not os.path.exists(labels_path) or not os.path.exists(held_path):
         pav.fail(f"no cached labels under {pav.seed_dir(cfg)}: run `python pav.py` with the same flags first")
     saved = pav.load_tensors(labels_path, "delete it")
     problems = task.problems(cfg.n_problems, pav.rng("labels", cfg.seed))
@@ -48,10 +48,10 @@ def main(argv=None):
     mu_mc = pav.bok_unbiased(held["counts"], pav.REPORT_MC, K)
     backbone = pav.load_lm(pav.verifier_backbone(cfg)) if pav.verifier_backbone(cfg) else model
     print(f"{'verifier':>24} | held-out MAE of Q^pi | Bo{K} advantage correlation | seconds")
-    for name, (top, surprise, survival) in VARIANTS.items():
+    for name, switches in VARIANTS.items():
         t0 = time.time()
         torch.manual_seed(pav.stream_seed("verifier", cfg.seed))
-        v = pav.Verifier(copy.deepcopy(backbone), top, surprise, survival).to(device)
+        v = pav.Verifier(copy.deepcopy(backbone), *switches).to(device)
         v = pav.train_verifier(v, tokenizer, prompts, saved["responses"], saved["counts"] / cfg.n_mc,
                                saved["labelled"], table, cfg, desc=name)
         q, m = pav.predict_q(v, tokenizer, held_prompts, held["responses"], table, cfg.micro_batch_size or 256)

@@ -184,9 +184,14 @@ def test_each_task_has_its_own_output_directory_and_policy():
         assert cfg.out == os.path.join("runs", name) and pav.make_task(cfg).name == name
     settings = [json.dumps(pav.policy_settings(pav.make_task(c), c), sort_keys=True) for c in cfgs.values()]
     assert len(set(settings)) == 3
-    assert cfgs["planted"].verifier_model == "policy"      # planted has no clean warm start: the policy's own copy
-    assert pav.verifier_backbone(cfgs["facts"]) == os.path.join("runs", "facts", "seed0", "policy", "clean")
-    assert pav.verifier_backbone(cfgs["planted"]) == ""
+    # by default every verifier starts from the policy's own weights: it knows no more of the task than the policy
+    assert all(c.verifier_model == "policy" and pav.verifier_backbone(c) == "" for c in cfgs.values())
+    teacher = pav.Config(verifier_model="clean")                # the upper bound, one flag away
+    pav.check_config(teacher)
+    assert pav.verifier_backbone(teacher) == os.path.join("runs", "facts", "seed0", "policy", "clean")
+    planted_teacher = pav.Config(task="planted", verifier_model="clean")
+    pav.check_config(planted_teacher)                           # planted has no clean warm start: the policy's own
+    assert planted_teacher.verifier_model == "policy"
     assert pav.verifier_backbone(pav.Config(verifier_model="some/dir")) == "some/dir"
     seeded = pav.Config(seed=2)
     pav.check_config(seeded)

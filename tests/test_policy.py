@@ -125,14 +125,18 @@ def test_train_and_test_splits_never_overlap_and_only_train_is_trained_on(monkey
         problems = pav.eval_problems(task, pav.Config(eval_problems=n))
         assert len(problems) == n and all(map(is_test_problem, problems))
     # the warm start, with training stubbed out (nothing is learned): every pair it would train on is train split
-    trained, states = [], []
-    def fake_sft(model, tok, pairs, **kw):
+    trained, states, probed = [], [], []
+    def fake_sft(model, tok, pairs, stop_early=None, **kw):
         trained.extend(p for p, _ in pairs)
+        if stop_early is not None:                                            # the clean stage's stopping rule
+            stop_early(300)
         with torch.no_grad():                                                 # "training": a mark on the weights
             next(model.parameters()).add_(1.0)
         states.append(next(model.parameters()).detach().clone())
     monkeypatch.setattr(pav, "sft", fake_sft)
+    monkeypatch.setattr(pav, "accuracy", lambda m, t, tok, problems, *a, **k: probed.extend(problems) or 1.0)
     model, clean = pav.warm_start(task, task.tokenizer, pav.Config(d_model=16, n_layers=1), CPU)
+    assert len(probed) == 256 and not any(map(is_test_problem, probed))      # no test problem decides when it stops
     assert len(trained) >= 10_000                                             # 60,000 clean + 20,000 with errors
     # the clean stage is kept, for --verifier-model clean, before the demonstrations with errors
     assert torch.equal(next(clean.parameters()), states[0]) and torch.equal(next(model.parameters()), states[1])

@@ -99,8 +99,8 @@ def test_one_pass_equals_scoring_each_prefix(arith, batch):
 
 def alone(v, prompt, response, table):
     """Q_hat of the whole prefix prompt + response by the Verifier's formula, written out: an unpadded forward through
-    the backbone, each token's log-probability under it times the surprise direction added to its last hidden state,
-    the top layers, the head at the last prompt token and at each step's last token, sigmoid(v) of the last times
+    the backbone, each token's log-probability under it times the surprise direction and the mapped embedding of the
+    token itself added to its last hidden state, the top layers, the head at the last prompt token and at each step's last token, sigmoid(v) of the last times
     sigmoid(u) of all."""
     ends = [len(prompt) + c - 1 for c in (pav.step_cuts(response, table) if response else [0])]   # cut 0: the prompt
     x = prompt + response
@@ -109,6 +109,7 @@ def alone(v, prompt, response, table):
         logits = v.lm.lm_head(h)                                                           # (L, V)
         logp = [0.0] + [torch.log_softmax(logits[t - 1], -1)[x[t]].item() for t in range(1, len(x))]
         h = h + torch.tensor(logp)[:, None] * v.surprise.weight[:, 0]
+        h = h + v.lm.get_input_embeddings().weight[x] @ v.tokens.weight.T                # the token written there
         h = v.top(inputs_embeds=h[None]).last_hidden_state[0]                             # (L, D)
         value, survive = v.head(h[ends]).T.tolist()
     q = 1 / (1 + math.exp(-value[-1]))
@@ -339,7 +340,7 @@ def test_verifier_settings_follow_every_training_setting(facts):
     base = pav.Config()
     key = pav.verifier_settings(facts, base)
     for name, value in [("n_problems", 100), ("n_mc", 8), ("verifier_steps", 6), ("seed", 1), ("d_model", 64),
-                        ("n_layers", 2), ("verifier_model", "policy")]:
+                        ("n_layers", 2), ("verifier_model", "clean")]:
         assert pav.verifier_settings(facts, dataclasses.replace(base, **{name: value})) != key, name
     # settings of the report, RL and search only; and K of the BoK prover: every BoK(pi) comes from one Q^pi verifier
     for name, value in [("alpha", 1.0), ("eval_problems", 64), ("prover", "bo2"), ("batch_rows", 64),
@@ -363,7 +364,10 @@ def test_verifiers_train_only_what_is_asked_and_reuse_the_cached_labels(planted,
     alone = train(tmp_path / "a", ["pqm"])
     [path] = [os.path.join(tmp_path / "a" / "seed0" / "verifiers", d) for d in os.listdir(tmp_path / "a" / "seed0" / "verifiers")]
     assert list(alone) == ["pqm"] and not os.path.exists(os.path.join(path, "orm"))
-    assert os.path.exists(os.path.join(path, "labels.pt"))
+    labels_at = lambda out: os.path.join(out, "seed0", "labels", "6x2.pt")   # n_problems x n_mc, one per seed
+    assert os.path.exists(labels_at(tmp_path / "a"))
+    known = data.read_json(os.path.join(path, "backbone.json"))                  # the policy's own: the same accuracy
+    assert known["verifier_model"] == "policy" and known["backbone_accuracy"] == known["policy_accuracy"]
 
     def no_rollouts(*args, **kwargs):
         raise AssertionError("the labels are cached: no rollouts needed")
@@ -371,10 +375,17 @@ def test_verifiers_train_only_what_is_asked_and_reuse_the_cached_labels(planted,
         m.setattr(pav, "rollout_responses", no_rollouts)
         m.setattr(pav, "collect_labels", no_rollouts)
         later = train(tmp_path / "a", ("orm", "pqm"))
+    with monkeypatch.context() as m:   # another backbone trains from the same labels (its accuracy is measured anew)
+        m.setattr(pav, "collect_labels", no_rollouts)
+        other = tmp_path / "other"
+        other_policy = tiny_llama(len(planted.tokenizer), hidden=32, layers=1, seed=1)
+        other_policy.save_pretrained(other)
+        planted.tokenizer.save_pretrained(other)
+        pav.load_or_train_verifiers(policy, planted, planted.tokenizer, dataclasses.replace(
+            cfg, out=str(tmp_path / "a"), verifier_model=str(other)), cpu, names=("pqm",))
     together = train(tmp_path / "b", ("orm", "pqm"), state=1)
-    path_b = str(tmp_path / "b" / "seed0" / "verifiers" / os.path.basename(path))
     assert set(later) == set(together) == {"orm", "pqm"}
-    labels = [torch.load(os.path.join(p, "labels.pt"), weights_only=True) for p in (path, path_b)]
+    labels = [torch.load(labels_at(out), weights_only=True) for out in (tmp_path / "a", tmp_path / "b")]
     assert labels[0]["responses"] == labels[1]["responses"] and torch.equal(labels[0]["counts"], labels[1]["counts"])
     for name in ("orm", "pqm"):
         for (k, v), w in zip(later[name].state_dict().items(), together[name].state_dict().values()):

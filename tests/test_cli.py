@@ -11,9 +11,10 @@ import sys
 import pytest
 import torch
 
+import data
 import pav
 from benchmarks import prover_table
-from conftest import ROOT
+from conftest import ROOT, bigram_llama
 
 SCRIPT = os.path.join(ROOT, "pav.py")
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -216,3 +217,58 @@ def test_help_lists_every_config_field_with_its_default(tmp_path):
         squeezed = "".join(entry.split())                  # argparse also breaks lines after hyphens
         assert f"(default:{f.default})" in squeezed, (flag, entry)
         assert "".join(f.metadata["help"].split()) in squeezed, (flag, entry)
+
+
+def two_way_bigram(planted):
+    """A policy on planted whose Q-values are known: BOS -> 3; 3 -> 6 or 5, half each; 6 -> 0; 0 -> 3; 5 -> EOS.
+    Its responses are 3 (6 0 3)^j 5 (success iff j >= 1: then they hold 3 6 0 3 5) or run into the 10-token limit."""
+    tok, eos = planted.tokenizer, planted.tokenizer.eos_token_id
+    model = bigram_llama(len(tok), {tok.bos_token_id: 3, 6: 0, 0: 3, 5: eos})
+    with torch.no_grad():
+        model.lm_head.weight[5, 3] = model.lm_head.weight[6, 3] = 60.0          # 3 -> 5 or 6, equal logits
+    return model
+
+
+def brute_force_q(planted, prefix):
+    """Exact Q^pi of a response prefix under `two_way_bigram`, by enumerating every continuation."""
+    eos, H = planted.tokenizer.eos_token_id, planted.max_new_tokens
+    if eos in prefix or len(prefix) == H:
+        done = prefix[:prefix.index(eos)] if eos in prefix else prefix
+        return planted.check(data.Problem("", planted.answer), planted.tokenizer.decode(done))
+    nxt = {3: [(5, 0.5), (6, 0.5)], 6: [(0, 1.0)], 0: [(3, 1.0)], 5: [(eos, 1.0)]}[prefix[-1]] if prefix else [(3, 1.0)]
+    return sum(p * brute_force_q(planted, prefix + [a]) for a, p in nxt)
+
+
+def test_report_labels_match_brute_force_q_and_bok(tmp_path, monkeypatch, capsys):
+    """End to end through pav.py: the held-out Monte Carlo labels the report scores against are Q^pi of the policy
+    being reported on, at each prefix of its own rollouts, and Q^mu = BoK(pi) of them; checked against Q computed by
+    enumerating every continuation (the bare problem: 0.5 * (1 - 0.5^2) = 0.375) and the base accuracy likewise."""
+    planted = data.Planted()
+    model = two_way_bigram(planted)
+    monkeypatch.setattr(pav, "load_or_build_policy", lambda task, cfg, device: (model, task.tokenizer))
+    monkeypatch.setattr(pav, "REPORT_PROBLEMS", 16)
+    monkeypatch.setattr(pav, "REPORT_MC", 256)
+    out = tmp_path / "out"
+    pav.main(["--task", "planted", "--out", str(out), "--n-problems", "8", "--n-mc", "4", "--verifier-steps", "2",
+              "--eval-problems", "64"])
+    report = json.loads((out / "verifiers.json").read_text())
+    assert brute_force_q(planted, []) == 0.375
+    n = report["eval_samples"]
+    assert n == 512 and abs(report["base_accuracy"] - 0.375) < 4 * math.sqrt(0.375 * 0.625 / n)
+    held = torch.load(out / "seed0" / "held_out_labels.pt", weights_only=True)
+    exact, mc = [], []
+    for y, counts, labelled in zip(held["responses"], held["counts"], held["labelled"]):
+        cuts = pav.step_cuts(y, data.step_end_table(planted.tokenizer, None))
+        assert int(labelled.sum()) == len(cuts)
+        exact += [brute_force_q(planted, y[:c]) for c in cuts]
+        mc += counts[:len(cuts)].tolist()
+    exact, mc = torch.tensor(exact, dtype=torch.float64), torch.tensor(mc, dtype=torch.float64)
+    assert {round(q, 4) for q in exact.tolist()} >= {0.375, 0.75, 1.0, 0.0}   # prefixes of every kind were labelled
+    se = (exact * (1 - exact) / 256).sqrt()
+    assert ((mc / 256 - exact).abs() <= 5 * se + 1e-9).all()                  # Q^pi, prefix by prefix
+    K = 4                                                                      # Q^mu of Bo4(pi), unbiased from the counts
+    mu = pav.bok_unbiased(mc, 256, K).double()
+    mu_exact = 1 - (1 - exact) ** K
+    slope = K * (1 - exact) ** (K - 1)                                        # d Q^mu / d Q^pi: the delta method
+    assert ((mu - mu_exact).abs() <= 5 * slope * se + 0.01).all() and abs(float((mu - mu_exact).mean())) < 0.02
+    assert report["held_out"] == {"problems": 16, "prefixes": len(exact), "rollouts_per_prefix": 256}

@@ -403,3 +403,29 @@ def test_verifier_loss_by_hand():
     labelled = torch.tensor([[True, True, False]])
     # -(0.5 ln 0.5 + 0.5 ln 0.5) = 0.693147; -(0.25 ln 0.75 + 0.75 ln 0.25) = 1.111643; their mean
     assert pav.verifier_loss(logits, labels, labelled).item() == pytest.approx(0.902395, abs=1e-6)
+
+
+def test_each_verifier_trains_on_its_own_targets_by_hand(planted, tmp_path, monkeypatch):
+    """What load_or_train_verifiers feeds train_verifier: the ORM the outcome of each seed rollout at its last
+    labelled prefix only, the PQM the soft label successes / n_mc at every labelled prefix. Hand-made labels."""
+    T = planted.target
+    responses = [T + [14], [1, 2, 14]]                                     # the target, then EOS; a miss
+    counts = torch.tensor([[2.0, 3, 4, 4, 4, 4, 4, 0], [1, 0, 0, 0, 0, 0, 0, 0]])
+    labelled = torch.tensor([[1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0, 0]]).bool()
+    monkeypatch.setattr(pav, "labelled_rollouts", lambda *a, **k: (responses, counts, labelled))
+    monkeypatch.setattr(pav, "backbone_accuracy", lambda *a, **k: None)
+    fed = {}
+
+    def spy(verifier, tokenizer, prompts, responses_, labels, labelled_, table, cfg, desc):
+        fed[desc] = (labels, labelled_)
+        return verifier
+    monkeypatch.setattr(pav, "train_verifier", spy)
+    cfg = pav.Config(task="planted", n_problems=2, n_mc=4, verifier_steps=1, out=str(tmp_path))
+    pav.load_or_train_verifiers(tiny_llama(len(planted.tokenizer), hidden=32, layers=1), planted, planted.tokenizer,
+                                cfg, torch.device("cpu"))
+    orm, orm_where = fed["orm"]
+    assert orm_where.tolist() == [[0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 1, 0, 0, 0, 0]]   # the last labelled prefix
+    assert orm[orm_where].tolist() == [1.0, 0.0]                                          # the outcomes
+    pqm, pqm_where = fed["pqm"]
+    assert pqm_where.tolist() == labelled.tolist()
+    assert pqm[labelled].tolist() == [0.5, 0.75, 1, 1, 1, 1, 1, 0.25, 0, 0, 0]            # soft, never rounded

@@ -46,7 +46,8 @@ class SearchConfig(pav.Config):
     provers: str = arg("", "if set (e.g. 1,2,4,8,16,32): PAV beam search at the largest N with mu = BoK(pi) per K")
 
 
-TUNE_N, TUNE_PROBLEMS = 8, 128   # --alphas: the budget and the number of (training) problems they are compared on
+TUNE_N, TUNE_PROBLEMS = 8, 128
+BON_REACH = 4    # best-of-N also at 4 x the largest N (128 for N = 32): past the beams' token spend   # --alphas: the budget and the number of (training) problems they are compared on
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -92,15 +93,36 @@ def beam_search(n_problems, sample_steps, score, done, width, expand, max_depth,
     return pool, answers, tokens, steps
 
 
-def pav_scorer(pav_, prompts, alpha):
-    """Score of a candidate = the effective reward of its newest step; alpha = 0 is Q_hat^pi alone."""
+def pav_scorer(pav_, prompts, alpha, record=None):
+    """Score of a candidate = the effective reward of its newest step; alpha = 0 is Q_hat^pi alone. `record`, a list,
+    collects each depth's candidates with both scores (for `ranking_disagreement`)."""
     def score(rows):
         q_pi, q_mu, a_mu, m, m_adv = pav_.score([prompts[i] for i, _ in rows], [y for _, y in rows])  # (R, H+1)...
         last = m.sum(1) - 1                                               # (R,) the prefix after the newest step
         r = torch.arange(len(rows))
         # Eq. 5: effective reward Q^pi(s_h, a_h) + alpha * A^mu(s_h, a_h) of the newest step h
-        return pav.effective_reward(q_pi, a_mu, alpha)[r, last - 1], q_pi[r, last]        # (R,), (R,)
+        s, q = pav.effective_reward(q_pi, a_mu, alpha)[r, last - 1], q_pi[r, last]          # (R,), (R,)
+        if record is not None:
+            record.append(([i for i, _ in rows], s, q))
+        return s, q
     return score
+
+
+def ranking_disagreement(record, width):
+    """How often the effective reward keeps other prefixes than Q_hat^pi would: over every problem and depth of a
+    `record`, the share of the top-`width` new candidates by the search score that are not among the top `width` by
+    Q_hat^pi. Among the children of one beam the two rank alike (Q^mu = 1 - (1 - Q^pi)^K rises with Q^pi, and
+    -alpha Q^mu(parent) is shared), so they can differ only across parents."""
+    differ = kept = 0
+    for problem, s, q in record:
+        by = {}
+        for k, i in enumerate(problem):
+            by.setdefault(i, []).append(k)
+        for rows in by.values():
+            top = lambda v: set(sorted(rows, key=lambda k: -v[k].item())[:width])    # stable: the earlier at a tie
+            a = top(s)
+            differ, kept = differ + len(a - top(q)), kept + len(a)
+    return differ / max(kept, 1)
 
 
 def step_sampler(model, task, tokenizer, problems, cfg, table, g):
@@ -119,13 +141,13 @@ def step_sampler(model, task, tokenizer, problems, cfg, table, g):
     return sample_steps
 
 
-def run_beam(model, pav_, task, tokenizer, problems, width, alpha, cfg, table):
+def run_beam(model, pav_, task, tokenizer, problems, width, alpha, cfg, table, record=None):
     """Beam search on `problems`; every call draws the same sampling noise ("search" stream), whatever ran before."""
     prompts = [data.prompt_ids(tokenizer, p) for p in problems]
     g = pav.generator("search", cfg.seed, device=next(model.parameters()).device)
     return beam_search(len(problems), step_sampler(model, task, tokenizer, problems, cfg, table, g),
-                       pav_scorer(pav_, prompts, alpha), lambda i, y: data.is_complete(y, task, tokenizer), width,
-                       cfg.expand, max_depth=task.max_new_tokens)
+                       pav_scorer(pav_, prompts, alpha, record), lambda i, y: data.is_complete(y, task, tokenizer),
+                       width, cfg.expand, max_depth=task.max_new_tokens)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -193,15 +215,29 @@ def tokens_to_reach(curve, target):
     return None
 
 
+def accuracy_at(curve, tokens):
+    """An (tokens, accuracy) curve's accuracy at `tokens`, interpolated linearly in log tokens between the two budgets
+    that bracket it; None outside the curve."""
+    for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
+        if t0 <= tokens <= t1:
+            return a0 + (a1 - a0) * (math.log(tokens) - math.log(t0)) / (math.log(t1) - math.log(t0))
+    return None
+
+
+def curve(rows, method):
+    """(tokens, accuracy) of one method's rows, by budget."""
+    return [(r["tokens"], r["accuracy"]) for r in sorted(rows, key=lambda r: r["n"]) if r["method"] == method]
+
+
 def compute_efficiency(rows):
-    """ORM best-of-N's tokens at its best accuracy (its smallest budget reaching it) / PAV beam search's to reach it."""
-    curve = lambda m: [(r["tokens"], r["accuracy"]) for r in sorted(rows, key=lambda r: r["n"]) if r["method"] == m]
-    orm, beam = curve("orm_best_of_n"), curve("pav_beam")
+    """ORM best-of-N's tokens at its best accuracy (its smallest budget reaching it) / PAV beam search's to reach it.
+    A lower bound when the beam's smallest budget already reaches it (the grid cannot say how much less would do)."""
+    orm, beam = curve(rows, "orm_best_of_n"), curve(rows, "pav_beam")
     best = max(a for _, a in orm)
     t_orm = next(t for t, a in orm if a == best)
     t_pav = tokens_to_reach(beam, best)
-    return {"ratio": t_orm / t_pav if t_pav else None, "target_accuracy": best, "tokens_orm": t_orm,
-            "tokens_pav_beam": t_pav}
+    return {"ratio": t_orm / t_pav if t_pav else None, "lower_bound": t_pav is not None and beam[0][1] >= best,
+            "target_accuracy": best, "tokens_orm": t_orm, "tokens_pav_beam": t_pav}
 
 
 STYLE = {"orm_best_of_n": ("o-", "ORM best-of-N"), "pav_as_orm": ("v-", "PAV as ORM best-of-N"),
@@ -268,14 +304,17 @@ def main(argv=None):
     print(f"{'method':>14} | {'N':>4} | {'tokens/pb':>9} | {'steps':>7} | accuracy [95% CI]   | pool Pass@N")
     report = lambda r: tqdm.write(f"{r['method']:>14} | {r['n']:>4} | {r['tokens']:>9.1f} | {r['steps']:>7.1f} | "
                                   f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['pool_pass']:.3f}")
-    # best-of-N, PAV as ORM and Pass@N share one set of max(N) samples per problem; N takes the first N of them
-    responses, correct, lengths, n_steps = sample_best_of_n(model, task, tokenizer, problems, max(ns), cfg, table)
-    flat_prompts = [prompts[k // max(ns)] for k in range(len(responses))]
+    # best-of-N, PAV as ORM and Pass@N share one set of samples per problem; N takes the first N of them. Best-of-N
+    # also runs at BON_REACH x the largest N: a beam samples C steps per beam and depth, and the paper's compute
+    # efficiency is measured against best-of-128
+    bon_ns = ns + [BON_REACH * max(ns)]
+    responses, correct, lengths, n_steps = sample_best_of_n(model, task, tokenizer, problems, max(bon_ns), cfg, table)
+    flat_prompts = [prompts[k // max(bon_ns)] for k in range(len(responses))]
     scores = {}   # best-of-N's ranking by each verifier
     for method, v in (("orm_best_of_n", "orm"), ("pav_as_orm", "pqm")):
         values = final_values(verifiers[v], tokenizer, flat_prompts, responses, table, pav_.batch)   # (R,)
         scores[method] = values.view(correct.shape)                                                  # (P, N_max)
-    for n in ns:
+    for n in bon_ns:
         cost = (lengths[:, :n].sum(1).tolist(), n_steps[:, :n].sum(1).tolist())
         for method in ("orm_best_of_n", "pav_as_orm", "pass_at_n"):
             chosen = pass_at_n(correct, n) if method == "pass_at_n" else best_of_n(scores[method], correct, n)
@@ -286,8 +325,8 @@ def main(argv=None):
     os.makedirs(cfg.out, exist_ok=True)
     open(samples, "w").close()
 
-    def beam_rows(method, n, alpha, pav_for=pav_):
-        pool, answers, tok, st = run_beam(model, pav_for, task, tokenizer, problems, n, alpha, cfg, table)
+    def beam_rows(method, n, alpha, pav_for=pav_, record=None):
+        pool, answers, tok, st = run_beam(model, pav_for, task, tokenizer, problems, n, alpha, cfg, table, record)
         chosen = [data.outcome(task, tokenizer, p, b.response) for p, b in zip(problems, answers)]
         hit = [max([data.outcome(task, tokenizer, p, b.response) for b in beams if b.done] or [0.0])
                for p, beams in zip(problems, pool)]                       # Pass@N of the final pool (Fig. 6a)
@@ -300,9 +339,12 @@ def main(argv=None):
                     f"Rex {data.outcome(task, tokenizer, p, b.response):.0f} | {tokenizer.decode(b.response)!r}\n"
                     for b in beams))
 
+    kept = {}
     for n in tqdm(ns, desc="beam search", leave=False):
         beam_rows("q_beam", n, 0.0)
-        beam_rows("pav_beam", n, alpha)
+        record = []
+        beam_rows("pav_beam", n, alpha, record=record)
+        kept[n] = ranking_disagreement(record, n)
     for K in provers:   # Fig. 5b: the prover mu = BoK(pi) of the PAV, at the largest budget
         beam_rows(f"pav_beam_bo{K}", max(ns), alpha, pav.PAV(verifiers["pqm"], tokenizer, table, K, pav_.batch))
 
@@ -310,13 +352,23 @@ def main(argv=None):
     acc = {r["method"]: r["accuracy"] for r in rows if r["n"] == max(ns)}   # at the largest budget
     gap = acc["pav_beam"] - acc["orm_best_of_n"]
     gap_q = acc["pav_beam"] - acc["q_beam"]
-    summary.update(rows=rows, compute_efficiency=eff["ratio"], compute_efficiency_detail=eff, gap_at_max_n=gap,
-                   gap_to_q_beam_at_max_n=gap_q, max_n=max(ns), problems=len(problems), seconds=time.time() - t_start)
-    ratio = "not reached" if eff["ratio"] is None else f"{eff['ratio']:.2f}x"
+    spend = next(r["tokens"] for r in rows if r["method"] == "pav_beam" and r["n"] == max(ns))
+    matched = accuracy_at(curve(rows, "orm_best_of_n"), spend)            # ORM best-of-N at the beam's token spend
+    summary.update(rows=rows, compute_efficiency=eff["ratio"], compute_efficiency_lower_bound=eff["lower_bound"],
+                   compute_efficiency_detail=eff, gap_at_max_n=gap, gap_to_q_beam_at_max_n=gap_q, max_n=max(ns),
+                   gap_at_matched_tokens=None if matched is None else acc["pav_beam"] - matched,
+                   differently_kept=kept, problems=len(problems), seconds=time.time() - t_start)
+    ratio = "not reached" if eff["ratio"] is None else f"{'>=' if eff['lower_bound'] else ''}{eff['ratio']:.2f}x"
     print(f"compute efficiency (ORM best-of-N tokens for its best accuracy {eff['target_accuracy']:.3f} / PAV beam "
-          f"search tokens to reach it, log-linear interpolation): {ratio}")
+          f"search tokens to reach it, log-linear interpolation): {ratio}" +
+          (" (a lower bound: the beam's smallest budget already reaches it)" if eff["lower_bound"] else ""))
     print(f"gap at N = {max(ns)}: PAV beam {acc['pav_beam']:.3f} - ORM best-of-N {acc['orm_best_of_n']:.3f} = "
           f"{gap:+.3f}; - Q^pi beam {acc['q_beam']:.3f} = {gap_q:+.3f}")
+    if matched is not None:
+        print(f"gap at matched tokens ({spend:.0f} a problem, the PAV beam's at N = {max(ns)}): PAV beam "
+              f"{acc['pav_beam']:.3f} - ORM best-of-N {matched:.3f} = {acc['pav_beam'] - matched:+.3f}")
+    print("candidates the PAV beam keeps that the Q^pi ranking would not (same pool, per depth): " +
+          ", ".join(f"N = {n}: {share:.1%}" for n, share in kept.items()))
     path, png = os.path.join(cfg.out, "search.json"), os.path.join(cfg.out, "search.png")
     data.save_json(summary, path)
     plot(rows, cfg.task, alpha, png)

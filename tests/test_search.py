@@ -258,8 +258,34 @@ def test_compute_efficiency_interpolates_in_log_tokens():
     # ORM's best 0.4 first at 200 tokens; PAV reaches 0.4 halfway from 0.2 to 0.6, i.e. at sqrt(50 * 200) = 100
     assert eff["tokens_orm"] == 200 and eff["tokens_pav_beam"] == pytest.approx(100.0)
     assert eff["ratio"] == pytest.approx(2.0)
+    assert eff["lower_bound"] is False
     rows[-1]["accuracy"] = 0.35
     assert search.compute_efficiency(rows)["ratio"] is None
+
+
+def test_compute_efficiency_is_a_lower_bound_when_the_smallest_beam_already_reaches_the_target():
+    """The budget grid's largest possible value, 200 / 150, is all the grid can say: marked as a bound."""
+    rows = [{"method": "orm_best_of_n", "n": n, "tokens": t, "accuracy": a} for n, t, a in [(2, 100, 0.2), (4, 200, 0.3)]]
+    rows += [{"method": "pav_beam", "n": 2, "tokens": 150, "accuracy": 0.5}]
+    eff = search.compute_efficiency(rows)
+    assert eff["ratio"] == pytest.approx(200 / 150) and eff["lower_bound"] is True
+
+
+def test_accuracy_at_matched_tokens_by_hand():
+    curve = [(100, 0.2), (400, 0.6), (800, 0.6)]
+    assert search.accuracy_at(curve, 200) == pytest.approx(0.4)            # halfway in log tokens from 100 to 400
+    assert search.accuracy_at(curve, 100) == pytest.approx(0.2) and search.accuracy_at(curve, 600) == 0.6
+    assert search.accuracy_at(curve, 50) is None and search.accuracy_at(curve, 1600) is None
+
+
+def test_ranking_disagreement_by_hand():
+    """Problem 0: the search score keeps candidates {0, 1}, Q_hat^pi would keep {1, 2}: one of two differs. Problem 1:
+    both keep the same two. 1 of 4 kept candidates in all."""
+    record = [([0, 0, 1, 0, 0, 1], torch.tensor([0.9, 0.8, 0.3, 0.1, 0.2, 0.4]),
+               torch.tensor([0.1, 0.9, 0.3, 0.8, 0.2, 0.4]))]
+    assert search.ranking_disagreement(record, 2) == pytest.approx(0.25)
+    record.append(([0], torch.tensor([0.5]), torch.tensor([0.5])))           # a second depth: one more kept, alike
+    assert search.ranking_disagreement(record, 2) == pytest.approx(1 / 5)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -327,3 +353,24 @@ def test_bad_input_from_the_command_line(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip() == "error: --ns entries must be positive, got '4,0'"
     assert not (tmp_path / "out").exists()
+
+
+def test_effective_reward_ranks_the_children_of_one_beam_as_q_pi_does(monkeypatch):
+    """ranking_disagreement's derivation: children of one parent share Q^mu(parent), and Q + alpha (1 - (1 - Q)^K)
+    rises with Q, so the effective reward orders them as Q_hat^pi does; across parents it can differ. Parent A has
+    Q^pi 0.5, parent B 0.1 (Q^mu 0.9375 and 0.3439); children: A -> 0.6, 0.4; B -> 0.3, 0.2. K = 4, alpha = 1:
+    scores 0.6 + (0.9744 - 0.9375) = 0.6369, 0.4 + (0.8704 - 0.9375) = 0.3329, 0.3 + (0.7599 - 0.3439) = 0.7160,
+    0.2 + (0.5904 - 0.3439) = 0.4465: B's first child outranks A's first, though its Q^pi is lower."""
+    q = {(0,): 0.5, (1,): 0.1, (0, 5): 0.6, (0, 6): 0.4, (1, 5): 0.3, (1, 6): 0.2}
+
+    def predict(verifier, tokenizer, prompts, responses, table, batch):   # Q^pi of the bare problem (0.5), then steps
+        rows = [[0.5] + [q[tuple(y[:h + 1])] for h in range(len(y))] for y in responses]
+        return torch.tensor(rows), torch.ones(len(rows), len(rows[0]), dtype=torch.bool)
+    monkeypatch.setattr(pav, "predict_q", predict)
+    record = []
+    s, q_pi = search.pav_scorer(pav.PAV(None, None, None, 4), [[9]] * 2, 1.0, record)(
+        [(0, [0, 5]), (0, [0, 6]), (0, [1, 5]), (0, [1, 6])])
+    assert s.tolist() == pytest.approx([0.6369, 0.3329, 0.7160, 0.4465], abs=1e-4)
+    assert q_pi.tolist() == pytest.approx([0.6, 0.4, 0.3, 0.2])
+    assert s[0] > s[1] and s[2] > s[3]                                        # siblings: the order of Q^pi
+    assert search.ranking_disagreement(record, 2) == pytest.approx(0.5)      # keeps {A5, B5}, Q^pi keeps {A5, A6}

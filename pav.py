@@ -361,6 +361,12 @@ def labels_path(cfg):
     return os.path.join(seed_dir(cfg), "labels", f"{cfg.n_problems}x{cfg.n_mc}.pt")
 
 
+def labelling_rollouts(labelled, n_mc):
+    """What labels (R, H+1) cost: R seed rollouts, and n_mc rollouts from every labelled prefix but each response's
+    last, which is complete and is not rolled out (`mc_successes`)."""
+    return int(labelled.sum()) * n_mc + len(labelled) * (1 - n_mc)
+
+
 def any_success_share(counts, labelled):
     """Whether the labels can teach anything: the share of labelled prefixes (R, H+1) with at least one successful
     rollout, over all prefixes, at the bare problem (h = 0) and after each response's last step. A prefix none of

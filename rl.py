@@ -378,7 +378,8 @@ def summarize(results, cfg, seeds, task):
         results["early_pass"] = {"start": results["pass"]["start"],
                                  **{run: average([r[run]["early_pass"] for r in per_seed]) for run in ("orm", "pav")}}
     spread = lambda v: f"{np.mean(v):.3f} ({min(v):.3f}..{max(v):.3f})"
-    print(f"\nfinal held-out accuracy (mean over seeds {seeds}; min..max): orm {spread(final['orm'])}, "
+    print(f"\nfinal held-out accuracy (median of the last 3 evaluations; mean over seeds {seeds}; min..max): orm "
+          f"{spread(final['orm'])}, "
           f"pav {spread(final['pav'])} | gap {results['final_gap']:+.3f} "
           f"(per seed {', '.join(f'{p - o:+.3f}' for o, p in zip(final['orm'], final['pav']))})")
     ratio = lambda r, lower: "none" if r is None else f"{'>=' if lower else ''}{r:.1f}x"
@@ -387,6 +388,10 @@ def summarize(results, cfg, seeds, task):
     print("sample efficiency (ORM-RL's responses to reach its final accuracy / PAV-RL's; none: PAV-RL never did): "
           + ", ".join(per_seed_text) + f" | mean {ratio(mean['mean'], mean['lower_bound'])}"
           + (f" over the {len(eff) - mean['undefined']} seeds with a ratio" if mean["undefined"] else ""))
+    if all("labelling_rollouts" in r for r in per_seed):
+        cost = np.mean([r["labelling_rollouts"] for r in per_seed])
+        print(f"the ratio counts RL's responses only, as the paper does; the PQM's labels took {cost:,.0f} rollouts "
+              f"a seed, {cost / (cfg.iterations * cfg.batch_size):.0f}x one RL run's {cfg.iterations * cfg.batch_size:,}")
     for key in ("pass", "early_pass"):
         if key in results:
             print(("Pass@N" if key == "pass" else f"Pass@N at iteration {EARLY_ITERATION[task.name]}") +
@@ -424,11 +429,12 @@ def plot(results, path, early=False):
     colors = {"start": "0.5", "orm": "C0", "pav": "C1"}
     for run, label in (("orm", "ORM-RL (outcome only)"), ("pav", "PAV-RL (effective reward)")):
         curves = [r[run]["curve"] for r in results["seeds"].values()]
-        x, y = [c["responses"] for c in curves[0]], np.array([[c["accuracy"] for c in cu] for cu in curves])
+        x, y = [c["responses"] for c in curves[0]], np.array([smoothed(cu) for cu in curves])   # what the table reports
         a.plot(x, y.mean(0), "o-" if run == "orm" else "s-", ms=3, color=colors[run], label=label)
         if len(curves) > 1:
             a.fill_between(x, y.min(0), y.max(0), color=colors[run], alpha=0.2)
-    a.set(xlabel="sampled responses", ylabel="held-out accuracy", title=f"{results['task']}: RL (cf. Fig. 7b)")
+    a.set(xlabel="sampled responses", ylabel="held-out accuracy\n(median of the last 3 evaluations)",
+          title=f"{results['task']}: RL (cf. Fig. 7b)")
     a.legend()
     key = "early_pass" if early else "pass"
     for run, label in (("start", "start policy"), ("orm", "ORM-RL"), ("pav", "PAV-RL")):
@@ -515,6 +521,8 @@ def main(argv=None):
                           "pav": pass_at_n(models[first_pav], task, tokenizer, scfg, seed, cfg.iterations)}
         if task.name != "planted" and cfg.control != "mu-pi":   # what the verifiers' backbone knew before any label
             result["verifier"] = data.read_json(os.path.join(pav.verifier_dir(task, scfg), "backbone.json"))
+            labels = pav.load_tensors(pav.labels_path(scfg), "delete it and it is drawn again")
+            result["labelling_rollouts"] = pav.labelling_rollouts(labels["labelled"], cfg.n_mc)
         results["seeds"][seed] = result
     summarize(results, cfg, seeds, task)
     if len(gammas) > 1:

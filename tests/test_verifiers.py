@@ -429,3 +429,14 @@ def test_each_verifier_trains_on_its_own_targets_by_hand(planted, tmp_path, monk
     pqm, pqm_where = fed["pqm"]
     assert pqm_where.tolist() == labelled.tolist()
     assert pqm[labelled].tolist() == [0.5, 0.75, 1, 1, 1, 1, 1, 0.25, 0, 0, 0]            # soft, never rounded
+
+
+def test_label_statistics_by_hand():
+    """The share of labelled prefixes with any success, and what the labels cost in rollouts."""
+    counts = torch.tensor([[1.0, 0, 0], [0, 0, 0], [2, 1, 4]])
+    labelled = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]]).bool()
+    share = pav.any_success_share(counts, labelled)
+    # 4 of 8 labelled prefixes; the bare problem of rows 0 and 2; the last prefix of row 2 only (row 0's is index 1)
+    assert share == {"all": 0.5, "first": pytest.approx(2 / 3), "last": pytest.approx(1 / 3)}
+    # 3 seed rollouts + 4 rollouts from each of the 8 - 3 prefixes that are not a response's complete last one
+    assert pav.labelling_rollouts(labelled, 4) == 3 + 5 * 4

@@ -4,7 +4,8 @@ EXERCISE = "ex4_token_rewards"
 
 
 def test_the_delimiter_belongs_to_the_step_it_ends(ex):
-    # "1+2=3\nA:3" then two pads; "5\n6" then four pads (a last step that hits the length limit, no EOS)
+    # "1+2=3\nA:3" and its EOS (10 tokens) then two pads; "5\n6" then nine pads (a last step that hit the length
+    # limit: no EOS)
     step_end = torch.tensor([[0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0],
                              [0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]]).bool()
     mask = torch.tensor([[1] * 10 + [0] * 2, [1] * 3 + [0] * 9]).bool()

@@ -8,11 +8,12 @@ step. A response (one row) is right-padded; `step_end` (N, T) is True at the las
 and the response's last real token, which ends its last step) and `mask` (N, T) is True on real tokens.
 
 Implement `token_rewards(step_rewards, step_end, mask)`: step_rewards (N, H) -> (N, T), each real token's reward is the
-reward of the step it belongs to, and padding gets 0. Check yourself on "1+2=3\\nA:3": the arith tokenizer gives one
-token per character, 9 tokens, and the EOS token that ends the response is a real token too (the policy chose it), so
-the row has 10 real tokens. Steps end at the newline, index 5, and at the EOS, index 9 (the last real token): tokens
-0..5 get step 1's reward, tokens 6..9 ("A", ":", "3", EOS) step 2's. Getting the boundary one token off gives the
-newline the next step's reward: the lesson of this exercise.
+reward of the step it belongs to, and padding gets 0. H is the largest number of steps of any row (a row with fewer
+steps leaves its last entries unused); leave the inputs as they were. Check yourself on "1+2=3\\nA:3": the arith
+tokenizer gives one token per character, 9 tokens, and the EOS token that ends the response is a real token too (the
+policy chose it), so the row has 10 real tokens. Steps end at the newline, index 5, and at the EOS, index 9 (the last
+real token): tokens 0..5 get step 1's reward, tokens 6..9 ("A", ":", "3", EOS) step 2's. Getting the boundary one token
+off gives the newline the next step's reward: the lesson of this exercise.
 """
 
 import torch

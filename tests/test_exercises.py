@@ -3,7 +3,8 @@
 - every solution in exercises/solutions/ passes its exercise's tests;
 - every blank fails all of them. The blanks are made afresh in a temporary copy of exercises/ (each solution with its
   function bodies replaced by `raise NotImplementedError`, which is what a blank is), never read from exercises/ex*.py,
-  which a student may have filled in.
+  which a student may have filled in;
+- every wrong version in exercises/wrong/ (a plausible mistake, one per file) fails the tests its docstring names.
 """
 
 import ast
@@ -12,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -19,6 +21,7 @@ from conftest import ROOT
 
 EXERCISES = os.path.join(ROOT, "exercises")
 SOLUTIONS = sorted(f for f in os.listdir(os.path.join(EXERCISES, "solutions")) if re.match(r"ex\d+_\w+\.py$", f))
+WRONG = sorted(f for f in os.listdir(os.path.join(EXERCISES, "wrong")) if re.match(r"ex\d+_\w+\.py$", f))
 
 
 def grade(root, *args):
@@ -49,3 +52,19 @@ def test_solutions_pass_and_blanks_fail(tmp_path):
             (tmp_path / "exercises" / name).write_text(blank(f.read()))
     code, blanks = grade(tmp_path)
     assert code != 0 and blanks.get("failed") == solved["passed"] and "passed" not in blanks, blanks
+
+
+@pytest.mark.slow
+def test_every_wrong_version_fails_the_tests_it_names(tmp_path):
+    assert {f.split("_")[0] for f in WRONG} == {f.split("_")[0] for f in SOLUTIONS}   # every exercise has some
+    grade(ROOT, "--wrong", f"--junitxml={tmp_path / 'wrong.xml'}")
+    failed = {f[:-3]: set() for f in WRONG}
+    for case in ET.parse(tmp_path / "wrong.xml").iter("testcase"):
+        test, version = re.fullmatch(r"(\w+)\[(\w+)\]", case.get("name")).groups()
+        if case.find("failure") is not None:                              # an import error is an "error": not caught
+            failed[version].add(test)
+    for name in WRONG:
+        with open(os.path.join(EXERCISES, "wrong", name)) as f:
+            doc = ast.get_docstring(ast.parse(f.read()))
+        named = set(re.findall(r"test_\w+", doc.split("Caught by")[-1]))
+        assert named and named <= failed[name[:-3]], (name, named, failed[name[:-3]])

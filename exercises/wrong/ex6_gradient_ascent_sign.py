@@ -1,0 +1,10 @@
+"""+ sum logp * r: the loss that gradient descent turns into making rewarded tokens less likely. Caught by
+test_hand_computed_loss."""
+
+
+def reinforce_loss(logp, outcomes, step_adv, mask, group, alpha):
+    g = outcomes.view(-1, group)
+    baseline = ((g.sum(1, keepdim=True) - g) / (group - 1)).view(-1)
+    rewards = ((outcomes - baseline)[:, None] + alpha * step_adv).detach()
+    mask = mask.float()
+    return (logp * rewards * mask).sum() / mask.sum()

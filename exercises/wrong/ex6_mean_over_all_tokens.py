@@ -1,0 +1,8 @@
+"""The mean over all N * T entries: padding counted in the denominator. Caught by test_hand_computed_loss."""
+
+
+def reinforce_loss(logp, outcomes, step_adv, mask, group, alpha):
+    g = outcomes.view(-1, group)
+    baseline = ((g.sum(1, keepdim=True) - g) / (group - 1)).view(-1)
+    rewards = ((outcomes - baseline)[:, None] + alpha * step_adv).detach()
+    return -(logp * rewards * mask).mean()

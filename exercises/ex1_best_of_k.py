@@ -9,7 +9,8 @@ Q = Q^pi(s, a), the K attempts are independent, so
 Implement `bok_closed(q, k)` for a tensor q of Q^pi values (any shape, a single value too) and an integer K >= 1; return
 a new tensor of q's shape and dtype, and leave q as it was. Check yourself: Q = 0.5, K = 2 gives 0.75; K = 1 gives Q
 back; Q = 0 stays 0 and Q = 1 stays 1 for any K; Q = 1e-9 in float64 gives about K * 1e-9. Then look at pav.bok_closed.
-Why is BoK(pi) a better prover than pi itself when Q^pi is small (Remark 3.1)?
+Why is BoK(pi) a better prover than pi itself when Q^pi is small (Remark 3.1)? (Our answer:
+exercises/solutions/ex1_best_of_k.py.)
 """
 
 import torch

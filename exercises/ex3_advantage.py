@@ -16,7 +16,7 @@ Implement `advantages(q)`: (..., H + 1) -> (..., H), for any number of leading d
 batch (B, H + 1), ...), and `effective_reward(q_pi, a_mu, alpha)`: q_pi (B, H + 1), a_mu (B, H) -> (B, H). Leave the
 inputs as they were. Check yourself: q = [0.2, 0.6, 0.5] gives advantages [0.4, -0.1], which sum to q[H] - q[0] (they
 telescope). Why would rewarding q_mu[..., h] itself, instead of its change, reward a step that makes no progress
-(appendix G)?
+(appendix G)? (Our answer: exercises/solutions/ex3_advantage.py.)
 """
 
 import torch

@@ -4,10 +4,12 @@
 - every blank fails all of them. The blanks are made afresh in a temporary copy of exercises/ (each solution with its
   function bodies replaced by `raise NotImplementedError`, which is what a blank is), never read from exercises/ex*.py,
   which a student may have filled in;
-- every wrong version in exercises/wrong/ (a plausible mistake, one per file) fails the tests its docstring names.
+- every wrong version in exercises/wrong/ (a plausible mistake, one per file) fails the tests its docstring names;
+- the numbers in the solutions' answers hold.
 """
 
 import ast
+import math
 import os
 import re
 import shutil
@@ -16,6 +18,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -68,3 +71,22 @@ def test_every_wrong_version_fails_the_tests_it_names(tmp_path):
             doc = ast.get_docstring(ast.parse(f.read()))
         named = set(re.findall(r"test_\w+", doc.split("Caught by")[-1]))
         assert named and named <= failed[name[:-3]], (name, named, failed[name[:-3]])
+
+
+def test_the_answers_numbers():
+    """The numbers in the answers of exercises/solutions/ex1_best_of_k.py (Remark 3.1) and ex3_advantage.py
+    (appendix G)."""
+    from exercises.solutions.ex1_best_of_k import bok_closed
+    from exercises.solutions.ex3_advantage import advantages
+    step = torch.tensor([0.02, 0.05], dtype=torch.float64)                # Q^pi before and after a good step
+    assert bok_closed(step, 4).tolist() == pytest.approx([0.0776, 0.1855], abs=1e-4)
+    assert float(advantages(bok_closed(step, 4))) == pytest.approx(0.108, abs=5e-4)       # 3.6 times A^pi = 0.03
+    assert float(advantages(bok_closed(step, 4))) / 0.03 == pytest.approx(3.6, abs=0.01)
+    for k in (1, 2, 4, 8, 16, 32):                                        # the slope at Q = 1/K exceeds K / e
+        assert k * (1 - 1 / k) ** (k - 1) > k / math.e
+    too_strong = advantages(bok_closed(torch.tensor([0.4, 0.5], dtype=torch.float64), 16))
+    assert float(too_strong) == pytest.approx(0.0003, abs=5e-5)
+    q_mu = torch.tensor([0.6, 0.6, 0.9])                                  # a restatement, then a real step
+    assert q_mu[1:].tolist() == pytest.approx([0.6, 0.9]) and advantages(q_mu).tolist() == pytest.approx([0.0, 0.3])
+    spoiled = torch.tensor([0.6, 0.3])
+    assert float(spoiled[1]) == pytest.approx(0.3) and float(advantages(spoiled)) == pytest.approx(-0.3)

@@ -1,8 +1,9 @@
 """Exercise 1: the Best-of-K prover in closed form (section 3.2, Remark 3.1).
 
-The prover mu is the policy under which a step's progress is measured. The prover BoK(pi) samples K complete responses
-from pi, starting from the same prefix, and succeeds if any of them does. If pi succeeds from a state with probability
-Q = Q^pi(s, a), the K attempts are independent, so
+The [prover](../docs/glossary.md#prover) mu is the policy under which a step's progress is measured. The prover
+[BoK(pi)](../docs/glossary.md#bok) samples K complete responses from pi, starting from the same prefix, and succeeds if
+any of them does. If pi succeeds from a state with probability Q = [Q^pi(s, a)](../docs/glossary.md#q-value), the K
+attempts are independent, so
 
     Q^{BoK(pi)}(s, a) = 1 - (1 - Q^pi(s, a))^K
 

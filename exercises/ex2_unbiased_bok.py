@@ -1,9 +1,10 @@
 """Exercise 2: Q^{BoK(pi)} estimated without bias from n Monte Carlo rollouts (section 3.2).
 
-We never know Q^pi exactly: from a prefix we roll out pi n times (n_mc in the project) and see c successes. Plugging
-Q_hat = c / n into exercise 1's closed form 1 - (1 - Q_hat)^K is biased: with n = K = 2 its mean is 1.5 q - 0.5 q^2,
-below the true 2 q - q^2 (q = Q^pi). The unbiased estimate is the pass@k estimator: choose K of the n rollouts without
-replacement; BoK fails only if all K chosen ones failed, so
+We never know [Q^pi](../docs/glossary.md#q-value) exactly: from a prefix we roll out pi n times
+([n_mc](../docs/glossary.md#n_mc) in the project) and see c successes. Plugging Q_hat = c / n into exercise 1's closed
+form 1 - (1 - Q_hat)^K is biased: with n = K = 2 its mean is 1.5 q - 0.5 q^2, below the true 2 q - q^2 (q = Q^pi). The
+unbiased estimate is the [pass@k](../docs/glossary.md#pass-at-n) estimator: choose K of the n rollouts without
+replacement; [BoK](../docs/glossary.md#bok) fails only if all K chosen ones failed, so
 
     Q_hat^{BoK} = 1 - C(n - c, K) / C(n, K)          (needs n >= K; C(m, K) = 0 when m < K)
 

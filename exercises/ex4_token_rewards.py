@@ -1,6 +1,7 @@
 """Exercise 4: per-step rewards placed on tokens (the reward of Eq. 5 in RL).
 
-The policy gradient of Eq. 5 weights log pi(a_h | s_h) by step h's effective reward. A step is several tokens, and
+The policy gradient of Eq. 5 weights log pi(a_h | s_h) by step h's
+[effective reward](../docs/glossary.md#effective-reward). A [step](../docs/glossary.md#step) is several tokens, and
 log pi(a_h | s_h) is the sum of its tokens' log-probabilities, so every token of step h gets step h's reward.
 
 Steps end at a delimiter token (a newline on arith): the delimiter that ends step h belongs to step h, not to the next

@@ -1,9 +1,10 @@
 """Exercise 5: one step of beam search over reasoning steps (section 4.1).
 
-Beam search keeps `width` partial responses (beams) per problem. At every depth each unfinished beam samples C next
-steps; every candidate is scored (with the PAV: the effective reward of its newest step, Eq. 5), and the best `width`
-survive. A finished response is never extended, but it stays in the pool and competes with the new candidates at every
-later depth, keeping the score it had.
+[Beam search](../docs/glossary.md#beam-search) keeps `width` partial responses (beams) per problem. At every depth each
+unfinished beam samples C next steps; every candidate is scored (with the [PAV](../docs/glossary.md#pav): the
+[effective reward](../docs/glossary.md#effective-reward) of its newest step, Eq. 5), and the best `width` survive. A
+finished response is never extended, but it stays in the pool and competes with the new candidates at every later depth,
+keeping the score it had.
 
 A beam here is a tuple (response, score, done). Implement `beam_step(pool, candidates, width)`: `pool` is the pool of
 the previous depth, `candidates` the scored children of its unfinished beams (in the order they were sampled). Return

@@ -5,7 +5,7 @@
   function bodies replaced by `raise NotImplementedError`, which is what a blank is), never read from exercises/ex*.py,
   which a student may have filled in;
 - every wrong version in exercises/wrong/ (a plausible mistake, one per file) fails the tests its docstring names;
-- the numbers in the solutions' answers hold.
+- the numbers in the solutions' answers hold, and the exercises' glossary links point at headings of docs/glossary.md.
 """
 
 import ast
@@ -90,3 +90,15 @@ def test_the_answers_numbers():
     assert q_mu[1:].tolist() == pytest.approx([0.6, 0.9]) and advantages(q_mu).tolist() == pytest.approx([0.0, 0.3])
     spoiled = torch.tensor([0.6, 0.3])
     assert float(spoiled[1]) == pytest.approx(0.3) and float(advantages(spoiled)) == pytest.approx(-0.3)
+
+
+def test_glossary_links_point_at_its_headings():
+    with open(os.path.join(ROOT, "docs", "glossary.md"), encoding="utf-8") as f:   # GitHub's anchors of its headings
+        anchors = {re.sub(r"[^\w\- ]", "", line[4:].strip().lower()).replace(" ", "-") for line in f
+                   if line.startswith("### ")}
+    links = set()
+    for name in os.listdir(EXERCISES):
+        if name.endswith(".py"):
+            with open(os.path.join(EXERCISES, name), encoding="utf-8") as f:
+                links |= set(re.findall(r"\]\(\.\./docs/glossary\.md#([\w-]+)\)", f.read()))
+    assert len(links) >= 10 and links <= anchors, links - anchors

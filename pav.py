@@ -321,7 +321,7 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "
     verifiers = {n: Verifier.load(os.path.join(path, n), device) for n in names if n not in missing}
     if not missing:
         print(f"loading verifiers from {path}")
-        print_backbone(data.read_json(os.path.join(path, "backbone.json")), cfg)
+        print_backbone(data.read_json(os.path.join(path, "backbone.json")))
         return verifiers
     print(f"training verifiers {', '.join(missing)} (cached in {path})")
     t0 = time.time()
@@ -344,7 +344,7 @@ def load_or_train_verifiers(model, task, tokenizer, cfg, device, names=("orm", "
         backbone = load_lm(verifier_backbone(cfg), device) if verifier_backbone(cfg) else model
         known = backbone_accuracy(backbone, model, task, tokenizer, cfg)
         data.save_json(known, os.path.join(path, "backbone.json"))
-    print_backbone(known, cfg)
+    print_backbone(known)
     for name in missing:
         torch.manual_seed(stream_seed("verifier", cfg.seed))              # the fresh layers' initial weights
         backbone = load_lm(verifier_backbone(cfg)) if verifier_backbone(cfg) else copy.deepcopy(model)
@@ -387,7 +387,7 @@ def backbone_accuracy(backbone, policy, task, tokenizer, cfg):
     return {"verifier_model": cfg.verifier_model, "backbone_accuracy": acc(backbone), "policy_accuracy": acc(policy)}
 
 
-def print_backbone(known, cfg):
+def print_backbone(known):
     if known:   # None: verifiers cached by an earlier version
         print(f"  verifier backbone {known['verifier_model']}: held-out accuracy {known['backbone_accuracy']:.3f} "
               f"(the base policy's: {known['policy_accuracy']:.3f})")

@@ -46,8 +46,8 @@ class SearchConfig(pav.Config):
     provers: str = arg("", "if set (e.g. 1,2,4,8,16,32): PAV beam search at the largest N with mu = BoK(pi) per K")
 
 
-TUNE_N, TUNE_PROBLEMS = 8, 128
-BON_REACH = 4    # best-of-N also at 4 x the largest N (128 for N = 32): past the beams' token spend   # --alphas: the budget and the number of (training) problems they are compared on
+TUNE_N, TUNE_PROBLEMS = 8, 128   # --alphas: the budget and the number of (training) problems they are compared on
+BON_REACH = 4                    # best-of-N also at 4 x the largest N (128 for N = 32): past the beams' token spend
 
 
 # --------------------------------------------------------------------------------------------------------------

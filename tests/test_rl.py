@@ -37,18 +37,17 @@ def test_step_rewards_land_on_the_tokens_of_their_step(arith):
     T = max(len(r) for r in rows)
     ids = torch.tensor([r + [A_PAD] * (T - len(r)) for r in rows])       # (2, T)
     mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows]).bool()
-    steps = rl.step_index(ids, mask, data.step_end_table(tok, "\n"))
-    assert steps[0, :len(rows[0])].tolist() == [0] * 6 + [1] * 6 + [2] * 4   # "1+2=3\n", "3+4=7\n", "A:7<eos>"
-    assert steps[1, :len(rows[1])].tolist() == [0] * 6 + [1] * 4
+    ends = data.step_ends(ids, mask, data.step_end_table(tok, "\n"))
+    steps = [[0] * 6 + [1] * 6 + [2] * 4, [0] * 6 + [1] * 4]               # "1+2=3\n", "3+4=7\n", "A:7<eos>"
     outcomes = torch.tensor([1., 0.])
     term = torch.tensor([[0.1, -0.2, 0.3], [0.5, 0.7, 0.0]])               # (N, H) per-step A^mu
-    got = rl.token_rewards(outcomes, term, steps, group=2, alpha=2.0)       # (N, T)
+    got = rl.token_rewards(rl.step_rewards(outcomes, term, group=2, alpha=2.0), ends, mask)   # (N, T)
     # row 0: Rex 1, baseline 0 (the other row failed); row 1: Rex 0, baseline 1
-    for t in range(len(rows[0])):
-        assert got[0, t].item() == pytest.approx(1.0 + 2.0 * term[0, steps[0, t]].item())
-    for t in range(len(rows[1])):
-        assert got[1, t].item() == pytest.approx(-1.0 + 2.0 * term[1, steps[1, t]].item())
+    for i, sign in ((0, 1.0), (1, -1.0)):
+        for t, h in enumerate(steps[i]):
+            assert got[i, t].item() == pytest.approx(sign + 2.0 * term[i, h].item())
     assert got[0, 5].item() == pytest.approx(1.2) and got[0, 6].item() == pytest.approx(0.6)   # "\n" | "3"
+    assert (got[1, len(steps[1]):] == 0).all()                              # padding
 
 
 def test_pg_loss_equals_a_hand_computed_sum():
@@ -91,7 +90,7 @@ def test_alpha_zero_gives_the_outcome_only_reinforce_gradient(arith):
     rows = [tok.encode(t) + [A_EOS] for t in ("1+2=3\nA:3", "1+2=4\nA:4", "1+2=3\nA:3", "1+2=5\nA:5")]
     ids, mask = torch.tensor(rows), torch.ones(4, len(rows[0]), dtype=torch.bool)
     outcomes = torch.tensor([1., 0., 1., 0.])
-    steps = rl.step_index(ids, mask, data.step_end_table(tok, "\n"))
+    ends = data.step_ends(ids, mask, data.step_end_table(tok, "\n"))
     term = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
 
     def grads(loss_fn):
@@ -101,7 +100,8 @@ def test_alpha_zero_gives_the_outcome_only_reinforce_gradient(arith):
 
     def pg(alpha):
         return lambda m: rl.pg_loss(rl.response_logprobs(m, prompts, ids, mask, A_PAD), torch.zeros(ids.shape),
-                                    rl.token_rewards(outcomes, term, steps, 4, alpha), mask.float(), 0.0)
+                                    rl.token_rewards(rl.step_rewards(outcomes, term, 4, alpha), ends, mask),
+                                    mask.float(), 0.0)
 
     def reinforce(m):
         adv = outcomes - torch.tensor([(outcomes.sum() - o) / 3 for o in outcomes])
@@ -193,12 +193,12 @@ class StubScorer:
     ("reward-q", [[0.5, 0.9], [0.6, 0.7], [0.4, 0.0], [0.3, 0.0]]),    # Q^mu(s_h, a_h) of each step h >= 1, masked
 ])
 def test_each_control_rewards_its_term(arith, monkeypatch, control, term):
-    """What token_rewards receives as the step term: A^mu by default, Q^mu after each step with --control reward-q
+    """What step_rewards receives as the step term: A^mu by default, Q^mu after each step with --control reward-q
     (appendix G), from a scorer whose values are fixed; and the scorer is asked about the policy being trained."""
     tok = arith.tokenizer
     fix_rollout(monkeypatch, tok, ["1+2=3\nA:3$", "1+2=4\nA:4$", "A:3$", "A$"])   # 2, 2, 1 and 1 steps
-    seen, real = [], rl.token_rewards
-    monkeypatch.setattr(rl, "token_rewards", lambda o, t, *a: seen.append((t.clone(), a[-1])) or real(o, t, *a))
+    seen, real = [], rl.step_rewards
+    monkeypatch.setattr(rl, "step_rewards", lambda o, t, *a: seen.append((t.clone(), a[-1])) or real(o, t, *a))
     model, scorer = tiny_llama(20, seed=1), StubScorer()
     problem = data.Problem("Q:1+2\n", "3")
     stats, batch = rl.policy_step(model, model, torch.optim.SGD(model.parameters(), lr=0.0), scorer, [problem], arith,

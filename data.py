@@ -315,6 +315,11 @@ class Arith:
         on the right digit one time in ten). A diagnostic that rl.py logs; no reward reads it."""
         return float(response == self.solution(problem.prompt[2:-1], 0.0, None))
 
+    def on_track(self, problem, prefix):
+        """Whether every line of a partial response is right, so that it can still succeed (after a wrong line the
+        error carries forward); a diagnostic, like `sound`."""
+        return self.solution(problem.prompt[2:-1], 0.0, None).startswith(prefix)
+
 
 # --------------------------------------------------------------------------------------------------------------
 # Real data: GSM8K- and MATH-style JSON lines, and final-answer checking the way those benchmarks do it

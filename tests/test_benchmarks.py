@@ -50,6 +50,30 @@ def test_prover_table_benchmark(tiny_policy, tmp_path, monkeypatch, capsys):
     assert "8 states x 2 actions x 8 rollouts" in capsys.readouterr().out
 
 
+def test_prover_table_on_track_keeps_only_states_whose_lines_are_right(facts, monkeypatch):
+    """on_track: the states rolled out from (the first call to mc_successes) are all on track, and some are not the
+    bare problem; without the filter, a random policy's states are mostly off track."""
+    for name, value in [("TABLE_ACTIONS", 2), ("TABLE_MC", 4), ("PROVER_KS", (1, 2))]:
+        monkeypatch.setattr(prover_table, name, value)
+    model, tok = tiny_llama(len(facts.tokenizer), hidden=32, layers=1, seed=4), facts.tokenizer
+    # seed rollouts: the right solution, with a wrong line "9+9=9" after its first 0-3 lines in every other one
+    seen = []
+    monkeypatch.setattr(pav, "mc_successes", lambda m, t, tk, problems, prefixes, *a, **k: seen.append(
+        [(problems[i], tk.decode(p)) for i, p in prefixes]) or torch.zeros(len(prefixes)))
+    cfg = pav.PavConfig(task="facts")
+    right = lambda p: facts.solution(p.prompt[2:-1], 0.0, None)
+    monkeypatch.setattr(pav, "rollout_responses", lambda m, t, tk, problems, *a, **k: [
+        tk.encode(right(p)[:6 * (i % 4)] + ("9+9=9\n" if i % 2 else "")) + tk.encode(right(p)[6 * (i % 4):])
+        for i, p in enumerate(problems)])
+    prover_table.prover_table(model, facts, tok, cfg, n_states=8, on_track=True)
+    kept = seen[0]
+    assert len(kept) == 8 and all(facts.on_track(p, text) for p, text in kept)
+    assert any(text for _, text in kept)                                  # not only bare problems
+    seen.clear()
+    prover_table.prover_table(model, facts, tok, cfg, n_states=16)
+    assert not all(facts.on_track(p, text) for p, text in seen[0])
+
+
 def test_verifier_ablation_benchmark_reads_what_pav_py_caches(tiny_policy, tmp_path, monkeypatch, capsys):
     """pav.py first (labels, verifiers, held-out labels), then the ablation on its caches: one row per variant."""
     monkeypatch.setattr(pav, "REPORT_PROBLEMS", 8)

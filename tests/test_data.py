@@ -219,6 +219,8 @@ def test_arith_hand_example(arith):
     assert arith.check(p, lucky) == 1.0 and arith.sound(p, lucky) == 0.0
     assert arith.sound(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:4") == 1.0
     assert arith.sound(p, "5+6=1\n1-0=1\n1+8=9\n9+5=4\nA:5") == 0.0            # right lines, wrong answer line
+    assert arith.on_track(p, "") and arith.on_track(p, "5+6=1\n") and arith.on_track(p, "5+6=1\n1-0=1\n")
+    assert not arith.on_track(p, "5+6=6\n") and not arith.on_track(p, "5+6=6\n6-0=1\n")   # lucky's prefixes
 
 
 class OneError:

@@ -190,7 +190,7 @@ def policy_step(model, base, opt, scorer, problems, task, tokenizer, cfg, alpha,
     y, y_mask = r.ids.cpu(), r.mask.cpu()                                 # (N, T)
     responses = [row[:L] for row, L in zip(y.tolist(), y_mask.sum(-1).tolist())]
     outcomes = torch.tensor([data.outcome(task, tokenizer, p, resp) for p, resp in zip(row_problems, responses)])  # (N,)
-    ends = data.step_ends(y, y_mask, table)                               # (N, T): True at each step's last token
+    ends = data.step_ends(y, y_mask, table)                               # (N, T): each step's last token
     n_steps = ends.sum(-1)                                                # (N,)
     term = torch.zeros(len(responses), int(n_steps.max()))                # (N, H): ORM-RL, the outcome alone
     valid = torch.zeros(term.shape, dtype=torch.bool)

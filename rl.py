@@ -335,13 +335,15 @@ def responses_to_reach(curve, target):
 
 def sample_efficiency(orm, pav_, n_eval):
     """Responses ORM-RL needed to reach its final accuracy (smoothed) / responses PAV-RL needed to reach it. If ORM-RL
-    made no measurable progress (below start + 2 binomial standard errors), the target is that least measurable
-    progress, and ORM-RL's whole run the count: a lower bound. None if PAV-RL never got there."""
+    ended without measurable progress (its final accuracy below start + 2 binomial standard errors), the target is
+    that least measurable progress, and ORM-RL's whole run the count: a lower bound. (Where it touched that target on
+    the way, a few lucky evaluations at one success in 4,096 samples did it, not learning.) None if PAV-RL never got
+    there."""
     start = orm[0]["accuracy"]
     se = math.sqrt(max(start * (1 - start), 1 / n_eval) / n_eval)
-    target = max(smoothed(orm)[-1], start + 2 * se)
+    lower_bound = smoothed(orm)[-1] < start + 2 * se
+    target = start + 2 * se if lower_bound else smoothed(orm)[-1]
     n_orm, n_pav = responses_to_reach(orm, target), responses_to_reach(pav_, target)
-    lower_bound = n_orm is None
     n_orm = orm[-1]["responses"] if lower_bound else n_orm
     return {"ratio": n_orm / n_pav if n_pav else None, "lower_bound": lower_bound, "target": target,
             "responses_orm": n_orm, "responses_pav": n_pav}

@@ -404,10 +404,14 @@ def test_sample_efficiency_by_hand():
     e = rl.sample_efficiency(curve([0, 0, 0, 0, 0]), curve([0, 0, 0.001, 0.002, 0.01]), n_eval=4096)
     assert e["target"] == pytest.approx(2 / 4096) and rl.accuracy_text(e["target"]) == "0.0005"
     assert (e["responses_orm"], e["responses_pav"], e["lower_bound"]) == (256, 192, True) and e["ratio"] == 256 / 192
-    # ORM-RL rose past that target for a while and fell back (smoothed [0 .001 .002 .002 0]): counted from its first
-    # arrival, not a lower bound
+    # ORM-RL touched that target on the way and ended below it (smoothed [0 .001 .002 .002 0]), as evaluation noise at
+    # one success in 4,096 samples does: still no measurable progress, its whole run the count, a lower bound
     e = rl.sample_efficiency(curve([0, 0.002, 0.002, 0, 0]), curve([0, 0, 0.001, 0.002, 0.01]), n_eval=4096)
-    assert (e["responses_orm"], e["responses_pav"], e["lower_bound"]) == (64, 192, False) and e["ratio"] == 64 / 192
+    assert (e["responses_orm"], e["responses_pav"], e["lower_bound"]) == (256, 192, True) and e["ratio"] == 256 / 192
+    # ORM-RL ended just above it (smoothed [0 0 0 0 .001]): measured progress, counted from its arrival
+    e = rl.sample_efficiency(curve([0, 0, 0, 0.001, 0.001]), curve([0, 0, 0.001, 0.002, 0.01]), n_eval=4096)
+    assert e["target"] == pytest.approx(0.001) and (e["responses_orm"], e["responses_pav"], e["lower_bound"]) == \
+        (256, 192, False)
     # PAV-RL never gets there: no ratio
     e = rl.sample_efficiency(curve([0.1, 0.2, 0.4, 0.5, 0.5]), curve([0.1, 0.2, 0.3, 0.3, 0.3]), n_eval=512)
     assert e["responses_pav"] is None and e["ratio"] is None

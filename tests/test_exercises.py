@@ -102,3 +102,66 @@ def test_glossary_links_point_at_its_headings():
             with open(os.path.join(EXERCISES, name), encoding="utf-8") as f:
                 links |= set(re.findall(r"\]\(\.\./docs/glossary\.md#([\w-]+)\)", f.read()))
     assert len(links) >= 10 and links <= anchors, links - anchors
+
+
+@pytest.fixture
+def pipeline_functions(monkeypatch):
+    """Restore the project's own functions after a test that swaps the exercises' in."""
+    import pav
+    import rl
+    from exercises import experiments
+    for name in experiments.SWAPS:
+        for target, attr, _ in experiments.SWAPS[name]:
+            monkeypatch.setattr(target, attr, getattr(target, attr))
+    return experiments
+
+
+def test_experiments_run_the_exercises_functions_in_the_pipeline(pipeline_functions):
+    """After swap_in, what pav.PAV.score and rl.policy_step call is the exercise's function (looked up in the module
+    at call time), and a PAV built afterwards scores with it: here a planted wrong Best-of-K (1 - (1 - q)^(K + 1)) and
+    a planted wrong advantage (Q^mu after the step) change the scores by hand-computed amounts."""
+    import types
+    import pav
+    import rl
+    experiments = pipeline_functions
+    experiments.swap_in(list(experiments.SWAPS), solutions=True)
+    from exercises.solutions import ex1_best_of_k, ex2_unbiased_bok, ex3_advantage, ex4_token_rewards
+    assert pav.bok_closed is ex1_best_of_k.bok_closed and pav.bok_unbiased is ex2_unbiased_bok.bok_unbiased
+    assert pav.advantages is ex3_advantage.advantages and pav.effective_reward is ex3_advantage.effective_reward
+    assert rl.token_rewards is ex4_token_rewards.token_rewards
+
+    class FixedPQM:   # what pav.predict_q returns: Q^pi 0.5 then 0.75 on one response of one step
+        pass
+    scorer = pav.PAV(FixedPQM(), None, None, k=2)
+    q, m = torch.tensor([[0.5, 0.75]]), torch.ones(1, 2, dtype=torch.bool)
+    original = pav.predict_q
+    pav.predict_q = lambda *a: (q, m)
+    try:
+        _, q_mu, a_mu, _, _ = scorer.score([[1]], [[2]])
+        assert q_mu.tolist() == [[0.75, 0.9375]] and a_mu.tolist() == [[0.1875]]          # Bo2: 1 - (1 - q)^2
+        wrong = types.SimpleNamespace(bok_closed=lambda x, k: 1 - (1 - x) ** (k + 1), advantages=lambda x: x[..., 1:])
+        pav.bok_closed, pav.advantages = wrong.bok_closed, wrong.advantages
+        _, q_mu, a_mu, _, _ = scorer.score([[1]], [[2]])
+        assert q_mu.tolist() == [[0.875, 0.984375]] and a_mu.tolist() == [[0.984375]]
+    finally:
+        pav.predict_q = original
+
+
+def test_experiments_refuse_an_unwritten_exercise_and_a_missing_cache(pipeline_functions, monkeypatch, tmp_path,
+                                                                       capsys):
+    """One line and exit 2: a blank exercise (a student's file may be filled in, so the blank is planted), and no
+    policy cached by `python rl.py` (run from an empty directory)."""
+    import types
+    experiments = pipeline_functions
+    blank = types.ModuleType("exercises.ex4_token_rewards")
+    blank.token_rewards = lambda *a: (_ for _ in ()).throw(NotImplementedError("exercise 4: your code here"))
+    monkeypatch.setitem(sys.modules, "exercises.ex4_token_rewards", blank)
+    with pytest.raises(SystemExit) as e:
+        experiments.swap_in(["ex4_token_rewards"], solutions=False)
+    assert e.value.code == 2 and "token_rewards in exercises/ex4_token_rewards.py is not written yet" in \
+        capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        experiments.main(["provers", "--solutions"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.count("\n") == 0 and "run `python rl.py` first" in err

@@ -12,8 +12,11 @@ advantages 0 and 0.3; a step that spoils the solution, 0.6 -> 0.3, still earns +
 So under Q^mu a safe, empty step is paid as much as the state is worth, and RL on it learned exactly that: a no-progress
 first step ("REPHRASE THE PROBLEM") that Q^mu already rewards (appendix G). Advantages cannot be farmed this way: an
 empty step earns 0, and they telescope (they sum to q[H] - q[0]), so a response's total is fixed by where it starts and
-ends, whatever steps it pads itself with. (The Q^pi term of Eq. 5 is different: sum_h grad log pi(a_h | s_h) Q^pi(s_h,
-a_h) is the gradient of outcome RL itself, Eq. 3; no such identity holds for the values of another policy mu.)
+ends, whatever steps it pads itself with. Where each step is paid its own reward alone, as in rl.py, the part of
+Q^mu fixed before the step has zero expected gradient, so there the two rewards differ only in noise: farming needs
+rewards that add up over steps, as a return does (experiment C, exercises/solutions/experiments.md). (The Q^pi term
+of Eq. 5 is different: sum_h grad log pi(a_h | s_h) Q^pi(s_h, a_h) is the gradient of outcome RL itself, Eq. 3; no
+such identity holds for the values of another policy mu.)
 tests/test_exercises.py checks these numbers.
 """
 

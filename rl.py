@@ -350,10 +350,11 @@ def sample_efficiency(orm, pav_, n_eval):
 
 
 def mean_efficiency(eff):
-    """The mean ratio over the seeds where PAV-RL reached the target (None where none did), how many seeds have no
-    ratio (PAV-RL never got there), and whether the mean includes a lower bound (ORM-RL never got there)."""
+    """The mean and median ratio over the seeds where PAV-RL reached the target (None where none did), how many seeds
+    have no ratio (PAV-RL never got there), and whether they include a lower bound (ORM-RL never got there)."""
     ratios = [e["ratio"] for e in eff if e["ratio"] is not None]
-    return {"mean": float(np.mean(ratios)) if ratios else None, "undefined": len(eff) - len(ratios),
+    return {"mean": float(np.mean(ratios)) if ratios else None, "median": float(np.median(ratios)) if ratios else None,
+            "undefined": len(eff) - len(ratios),
             "lower_bound": any(e["lower_bound"] for e in eff if e["ratio"] is not None)}
 
 
@@ -365,6 +366,7 @@ def summarize(results, cfg, seeds, task):
     final = {run: [smoothed(r[run]["curve"])[-1] for r in per_seed] for run in ("orm", "pav")}
     mean = mean_efficiency(eff)
     results.update(sample_efficiency=mean["mean"],                        # null if PAV-RL never got there
+                   sample_efficiency_median=mean["median"],
                    sample_efficiency_undefined=mean["undefined"],         # seeds without a ratio
                    sample_efficiency_lower_bound=mean["lower_bound"],     # the mean includes ">=" ratios
                    sample_efficiency_per_seed=eff,
@@ -386,6 +388,7 @@ def summarize(results, cfg, seeds, task):
                      f"to reach {accuracy_text(e['target'])})" for s, e in zip(seeds, eff)]
     print("sample efficiency (ORM-RL's responses to reach its final accuracy / PAV-RL's; none: PAV-RL never did): "
           + ", ".join(per_seed_text) + f" | mean {ratio(mean['mean'], mean['lower_bound'])}"
+          + (f", median {ratio(mean['median'], mean['lower_bound'])}" if len(eff) > 1 else "")
           + (f" over the {len(eff) - mean['undefined']} seeds with a ratio" if mean["undefined"] else ""))
     if all("labelling_rollouts" in r for r in per_seed):
         cost = np.mean([r["labelling_rollouts"] for r in per_seed])

@@ -418,8 +418,12 @@ def test_sample_efficiency_by_hand():
     # the mean over seeds leaves out the undefined ratio, counts it, and says that it includes a lower bound
     m = rl.mean_efficiency([{"ratio": 2.0, "lower_bound": False}, {"ratio": None, "lower_bound": False},
                             {"ratio": 3.0, "lower_bound": True}])
-    assert m == {"mean": 2.5, "undefined": 1, "lower_bound": True}
-    assert rl.mean_efficiency([{"ratio": None, "lower_bound": True}]) == {"mean": None, "undefined": 1, "lower_bound": False}
+    assert m == {"mean": 2.5, "median": 2.5, "undefined": 1, "lower_bound": True}
+    assert rl.mean_efficiency([{"ratio": None, "lower_bound": True}]) == {"mean": None, "median": None, "undefined": 1,
+                                                                          "lower_bound": False}
+    # the toy's three seeds: >= 30x, >= 30x, >= 20x
+    m = rl.mean_efficiency([{"ratio": r, "lower_bound": True} for r in (30.0, 30.0, 20.0)])
+    assert m["mean"] == pytest.approx(80 / 3) and m["median"] == 30.0
 
 
 def test_kl_term_value_and_gradient_by_hand():

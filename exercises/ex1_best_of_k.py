@@ -12,6 +12,7 @@ a new tensor of q's shape and dtype, and leave q as it was. Check yourself: Q = 
 back; Q = 0 stays 0 and Q = 1 stays 1 for any K; Q = 1e-9 in float64 gives about K * 1e-9. Then look at pav.bok_closed.
 Why is BoK(pi) a better prover than pi itself when Q^pi is small (Remark 3.1)? (Our answer:
 exercises/solutions/ex1_best_of_k.py.)
+Then run it in the pipeline: `python exercises/experiments.py rl` (with exercises 3 and 4).
 """
 
 import torch

@@ -12,6 +12,7 @@ Implement `bok_unbiased(c, n, k)` for a tensor c of success counts (any shape; w
 integer tensor); return a float tensor of the same shape, and leave c as it was. Compute C(n - c, K) / C(n, K) as a
 product of K ratios, not with factorials, so that it stays exact for n = 64. With K > n no unbiased estimate exists:
 raise a ValueError. Check yourself: n = 4, c = 1, K = 2 gives 1 - C(3, 2) / C(4, 2) = 1 - 3/6 = 0.5.
+Then run it in the pipeline: `python exercises/experiments.py provers` (Theorem 3.1's terms per prover).
 """
 
 import torch

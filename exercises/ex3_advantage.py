@@ -19,6 +19,7 @@ batch (B, H + 1), ...), and `effective_reward(q_pi, a_mu, alpha)`: q_pi (B, H + 
 inputs as they were. Check yourself: q = [0.2, 0.6, 0.5] gives advantages [0.4, -0.1], which sum to q[H] - q[0] (they
 telescope). Why would rewarding q_mu[..., h] itself, instead of its change, reward a step that makes no progress
 (appendix G)? (Our answer: exercises/solutions/ex3_advantage.py.)
+Then run it in the pipeline: `python exercises/experiments.py rl` and `reward-q` (with exercises 1 and 4).
 """
 
 import torch

@@ -15,6 +15,7 @@ tokenizer gives one token per character, 9 tokens, and the EOS token that ends t
 policy chose it), so the row has 10 real tokens. Steps end at the newline, index 5, and at the EOS, index 9 (the last
 real token): tokens 0..5 get step 1's reward, tokens 6..9 ("A", ":", "3", EOS) step 2's. Getting the boundary one token
 off gives the newline the next step's reward: the lesson of this exercise.
+Then run it in rl.py's loop: `python exercises/experiments.py rl` and `reward-q` (with exercises 1 and 3).
 """
 
 import torch

@@ -150,7 +150,8 @@ class PolicyProver:
     """The mu = pi control (section 3.2): Q^pi of every prefix from `n` fresh rollouts of the policy being trained, at
     every iteration. In expectation sum_h grad log pi(a_h|s_h) A^pi(s_h, a_h) is outcome RL's gradient itself (the policy
     gradient theorem), so the effective reward scales that gradient by 1 + alpha and adds no new direction: the
-    paper's point that mu = pi gives no gain beyond a larger step. Slow."""
+    paper's point that mu = pi gives no gain beyond a larger step. That holds in expectation; the Monte Carlo A^pi is
+    also a per-step critic, less noisy than one outcome, and on `facts` it helped (README). Slow: n rollouts a prefix."""
 
     def __init__(self, task, tokenizer, cfg, n):
         self.task, self.tokenizer, self.cfg, self.n = task, tokenizer, cfg, n
